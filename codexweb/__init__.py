@@ -1,0 +1,78 @@
+"""codexweb: the ChatKit/Codex session lifecycle as a Flask application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import errors, logging
+from .config import instance_path_from_env, load_config
+from .extensions import csrf, db, limiter, login_manager, mail, migrate
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the application. `test_config` replaces instance config and environment."""
+    app = Flask(
+        __name__,
+        template_folder="../templates",
+        static_folder="../static",
+        instance_relative_config=True,
+        instance_path=instance_path_from_env(),
+    )
+    load_config(app, test_config)
+    logging.init_app(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_request_hooks(app)
+    errors.init_app(app)
+    register_cli(app)
+    register_proxy_fix(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
+    login_manager.init_app(app)
+    mail.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from .auth.accounts import load_user
+
+    login_manager.user_loader(load_user)
+    # Unauthorised page requests are handled by the verified gate and errors.py.
+    login_manager.login_view = "auth_views.login"
+
+
+def register_blueprints(app: Flask) -> None:
+    from .auth.api import bp as auth_api
+    from .auth.views import bp as auth_views
+    from .health import bp as health
+
+    app.register_blueprint(health)
+    app.register_blueprint(auth_api)
+    app.register_blueprint(auth_views)
+
+
+def register_request_hooks(app: Flask) -> None:
+    from .auth.guards import enforce_csrf
+
+    app.before_request(enforce_csrf)
+
+
+def register_cli(app: Flask) -> None:
+    from .cli import register_commands
+
+    register_commands(app)
+
+
+def register_proxy_fix(app: Flask) -> None:
+    """Trust X-Forwarded-* only from the configured number of proxies in front of us."""
+    count = int(app.config["PROXY_FIX_COUNT"])
+    if count > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_prefix=count
+        )

@@ -1,0 +1,114 @@
+"""Who is calling, and may they: the one place that resolves a request's user.
+
+A request authenticates with `Authorization: Bearer <access token>` or with the browser's
+login session cookie. A present but bad Bearer token is a 401 (no silent fallback to the
+cookie). `require_verified` is the verified gate of CONTRACT.md §4, used by every codex
+endpoint and page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+from flask import current_app, g, request
+from flask_login import current_user
+
+from ..errors import Problem
+from ..extensions import csrf, db
+from ..models import User
+from ..ratelimit import bearer_token
+from .tokens import user_id_from_access_token
+
+F = TypeVar("F", bound=Callable)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Endpoints that may be posted without a CSRF token, and why:
+# - auth_api.refresh: authenticated by the refresh cookie alone, which is SameSite=Strict
+#   (never sent cross-site) and scoped to /api/auth; its answer is unreadable cross-origin.
+CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh"})
+
+_UNRESOLVED = object()
+
+
+def authentication_required(detail: str = "Log in to continue.") -> Problem:
+    return Problem(401, "authentication_required", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_request_user() -> User | None:
+    """The user of this request (Bearer first, then the login session), memoised per request."""
+    user = g.get("_codexweb_user", _UNRESOLVED)
+    if user is _UNRESOLVED:
+        user = _resolve_user()
+        g._codexweb_user = user
+    return user
+
+
+def _resolve_user() -> User | None:
+    token = bearer_token()
+    if token is not None:
+        user_id = user_id_from_access_token(token)
+        user = db.session.get(User, user_id) if user_id else None
+        if user is None:
+            raise Problem(
+                401,
+                "authentication_required",
+                "The access token is invalid or expired.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        g.auth_method = "bearer"
+        return user
+    if current_user.is_authenticated:
+        g.auth_method = "cookie"
+        return current_user._get_current_object()
+    return None
+
+
+def require_user(view: F) -> F:
+    """Any logged-in user, verified or not."""
+
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        if current_request_user() is None:
+            raise authentication_required()
+        return view(*args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
+def require_verified(view: F) -> F:
+    """The verified gate: 401 without credentials, 403 `email_not_verified` before verifying."""
+
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        user = current_request_user()
+        if user is None:
+            raise authentication_required()
+        if not user.email_verified:
+            raise Problem(
+                403,
+                "email_not_verified",
+                "Verify your email address to use Codex.",
+            )
+        return view(*args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
+def csrf_required() -> bool:
+    """Unsafe requests need a CSRF token unless they carry a Bearer token or no cookie at all.
+
+    A script posting JSON with no cookies has no ambient authority to abuse; a browser always
+    sends its cookies (and form posts are checked even before login, against login CSRF).
+    """
+    if request.method in SAFE_METHODS or not current_app.config.get("WTF_CSRF_ENABLED", True):
+        return False
+    if bearer_token() is not None or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
+        return False
+    return bool(request.cookies) or not request.is_json
+
+
+def enforce_csrf() -> None:
+    if csrf_required():
+        csrf.protect()

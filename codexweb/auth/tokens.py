@@ -1,0 +1,106 @@
+"""Signed tokens of the accounts flow (itsdangerous), one salt per purpose.
+
+- access tokens: short-lived Bearer credentials carrying the user id;
+- email verification tokens: bound to the user and to the email address they were sent to,
+  so changing the address kills old links;
+- password reset tokens: bound to the current password hash, so a token works once.
+
+This module knows nothing of requests or the database: callers pass what the token is
+checked against and receive the payload or a `TokenError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from flask import current_app
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+
+ACCESS_SALT = "codexweb.access-token.v1"
+VERIFY_SALT = "codexweb.email-verify.v1"
+RESET_SALT = "codexweb.password-reset.v1"
+
+
+class TokenError(Exception):
+    """A token that cannot be used; `code` is `token_expired` or `token_invalid`."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _serializer(salt: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=salt)
+
+
+def fingerprint(value: str) -> str:
+    """A short, stable digest to bind a token to a value without putting the value in it."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+# Access tokens ---------------------------------------------------------------------------
+
+
+def issue_access_token(user_id: str) -> str:
+    return _serializer(ACCESS_SALT).dumps({"uid": user_id})
+
+
+def user_id_from_access_token(token: str) -> str | None:
+    """The user id of a valid, unexpired access token; None for anything else."""
+    try:
+        payload = _serializer(ACCESS_SALT).loads(
+            token, max_age=current_app.config["ACCESS_TOKEN_TTL"]
+        )
+    except BadData:
+        return None
+    user_id = payload.get("uid") if isinstance(payload, dict) else None
+    return user_id if isinstance(user_id, str) else None
+
+
+# Email verification ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerificationClaim:
+    user_id: str
+    email_fingerprint: str
+
+
+def issue_verification_token(user_id: str, email: str) -> str:
+    return _serializer(VERIFY_SALT).dumps({"uid": user_id, "em": fingerprint(email)})
+
+
+def read_verification_token(token: str) -> VerificationClaim:
+    payload = _load(VERIFY_SALT, token, current_app.config["EMAIL_VERIFY_MAX_AGE"])
+    return VerificationClaim(user_id=payload["uid"], email_fingerprint=payload["em"])
+
+
+# Password reset --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResetClaim:
+    user_id: str
+    password_fingerprint: str
+
+
+def issue_reset_token(user_id: str, password_hash: str) -> str:
+    return _serializer(RESET_SALT).dumps({"uid": user_id, "pw": fingerprint(password_hash)})
+
+
+def read_reset_token(token: str) -> ResetClaim:
+    payload = _load(RESET_SALT, token, current_app.config["PASSWORD_RESET_MAX_AGE"])
+    return ResetClaim(user_id=payload["uid"], password_fingerprint=payload["pw"])
+
+
+def _load(salt: str, token: str, max_age: int) -> dict:
+    try:
+        payload = _serializer(salt).loads(token, max_age=max_age)
+    except SignatureExpired as error:
+        raise TokenError("token_expired") from error
+    except BadData as error:
+        raise TokenError("token_invalid") from error
+    if not isinstance(payload, dict) or not all(isinstance(v, str) for v in payload.values()):
+        raise TokenError("token_invalid")
+    return payload

@@ -1,0 +1,36 @@
+"""`flask --app codexweb users|sessions|keys …` commands."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy.exc import IntegrityError
+
+from .auth.accounts import PASSWORD_MIN_LENGTH, create_user, find_user_by_email
+from .extensions import db
+
+users = AppGroup("users", help="Manage user accounts.")
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--password", required=True, help=f"At least {PASSWORD_MIN_LENGTH} characters.")
+@click.option("--verified", is_flag=True, help="Mark the email address as verified.")
+def create_user_command(email: str, password: str, verified: bool) -> None:
+    """Create a user account."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise click.UsageError(f"the password needs at least {PASSWORD_MIN_LENGTH} characters")
+    if find_user_by_email(email) is not None:
+        raise click.ClickException(f"{email.strip().lower()} is already registered")
+    user = create_user(email, password, verified=verified)
+    try:
+        db.session.commit()
+    except IntegrityError as error:
+        db.session.rollback()
+        raise click.ClickException(f"{email.strip().lower()} is already registered") from error
+    click.echo(f"created {user.id} {user.email} verified={user.email_verified}")
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(users)

@@ -1,0 +1,178 @@
+"""Configuration: defaults, then `instance/config.py`, then `CODEXWEB_*` environment variables.
+
+Every key of CONTRACT.md §2 has its default here, in one place. Keys that other settings are
+derived from (the database URL, the mail backend, cookie security) are resolved at the end of
+`load_config`, so the rest of the application reads plain Flask config.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+ENV_PREFIX = "CODEXWEB"
+
+DEFAULT_AGENTS = {
+    "agent_123": {
+        "name": "Demo agent",
+        "placements": ["developer-workbench", "dashboard"],
+    }
+}
+
+
+def defaults(instance_path: str) -> dict[str, Any]:
+    """The built-in configuration: serves one machine with zero set-up."""
+    return {
+        "ENV": "development",
+        "SECRET_KEY": None,
+        "DATABASE_URL": f"sqlite:///{Path(instance_path) / 'codexweb.db'}",
+        "PUBLIC_BASE_URL": None,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        # Bodies above 1 MiB are refused with 413 before any view parses them.
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        # Rate limits (flask-limiter strings): per user when logged in, per address otherwise.
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "RATELIMIT_DEFAULT": "300/minute",
+        "RATELIMIT_LOGIN": "5/minute;50/hour",
+        "RATELIMIT_REGISTER": "10/hour",
+        "RATELIMIT_RESEND": "3/hour",
+        "RATELIMIT_PASSWORD_RESET": "5/hour",
+        "RATELIMIT_SESSION_CREATE": "10/minute",
+        "RATELIMIT_TOKEN": "30/minute",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # Mail
+        "MAIL_BACKEND": "console+file",
+        "MAIL_FILE_DIR": str(Path(instance_path) / "outbox"),
+        "MAIL_SERVER": "localhost",
+        "MAIL_PORT": 25,
+        "MAIL_USE_TLS": False,
+        "MAIL_USE_SSL": False,
+        "MAIL_USERNAME": None,
+        "MAIL_PASSWORD": None,
+        "MAIL_DEFAULT_SENDER": "codexweb <no-reply@localhost>",
+        "MAIL_TIMEOUT": 10,
+        # Accounts
+        "EMAIL_VERIFY_MAX_AGE": 172800,
+        "PASSWORD_RESET_MAX_AGE": 3600,
+        "ACCESS_TOKEN_TTL": 900,
+        "REFRESH_TOKEN_TTL": 1209600,
+        # Codex sessions
+        "CODEX_SESSION_IDLE_TTL": 1800,
+        "CODEX_SESSION_MAX_AGE": 43200,
+        "CODEX_SESSION_RETENTION": 30 * 86400,
+        "CODEX_CONTEXT_MAX_BYTES": 16 * 1024,
+        "CODEX_AGENTS": DEFAULT_AGENTS,
+        "CODEX_PLACEMENTS": ["developer-workbench", "dashboard"],
+        # ChatKit
+        "CHATKIT_PROVIDER": "local",
+        "CHATKIT_TOKEN_TTL": 600,
+        "CHATKIT_ISSUER": None,
+        "CHATKIT_AUDIENCE": "chatkit",
+        "CHATKIT_SCRIPT_URL": None,
+        # Secure cookies: None means "only in production"; set True/False to override.
+        "COOKIE_SECURE": None,
+        # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
+        "PROXY_FIX_COUNT": 0,
+    }
+
+
+def instance_path_from_env() -> str | None:
+    """`CODEXWEB_INSTANCE_PATH` wins; without it Flask's own default applies."""
+    path = os.environ.get(f"{ENV_PREFIX}_INSTANCE_PATH")
+    return str(Path(path).resolve()) if path else None
+
+
+def load_config(app: Flask, test_config: dict[str, Any] | None = None) -> None:
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.from_mapping(defaults(app.instance_path))
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env(ENV_PREFIX)
+    else:
+        app.config.from_mapping(test_config)
+    _resolve_secret_key(app)
+    _resolve_derived(app)
+
+
+def is_production(app: Flask) -> bool:
+    return app.config["ENV"] == "production"
+
+
+def _resolve_secret_key(app: Flask) -> None:
+    if app.config.get("SECRET_KEY"):
+        return
+    if is_production(app):
+        raise RuntimeError(
+            "SECRET_KEY must be set explicitly when ENV=production "
+            "(CODEXWEB_SECRET_KEY or instance/config.py)"
+        )
+    app.config["SECRET_KEY"] = read_or_create_instance_secret(
+        Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
+    )
+
+
+def read_or_create_instance_secret(path: Path, generate) -> str:
+    """Read a secret from the instance folder, creating it once (0600) if it is missing.
+
+    Several gunicorn workers may start at once: `O_EXCL` makes exactly one of them write the
+    file, and the others read what it wrote.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_when_written(path)
+    value = generate()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def _read_when_written(path: Path) -> str:
+    import time
+
+    for _ in range(50):
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.02)  # another worker created the file and is still writing it
+    raise RuntimeError(f"{path} exists but is empty")
+
+
+MAIL_BACKENDS = {
+    "console": "console",
+    "smtp": "smtp",
+    "locmem": "locmem",
+    "file": "codexweb.mail_backends.EmlFileEmailBackend",
+    "console+file": "codexweb.mail_backends.ConsoleFileEmailBackend",
+}
+
+
+def _resolve_derived(app: Flask) -> None:
+    config = app.config
+    config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    backend = config.get("MAIL_BACKEND_NAME") or config["MAIL_BACKEND"]
+    if backend not in MAIL_BACKENDS:
+        raise RuntimeError(
+            f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}, not {backend!r}"
+        )
+    # Flask-Mailman reads MAIL_BACKEND itself: hand it the backend our name stands for.
+    config["MAIL_BACKEND_NAME"] = backend
+    config["MAIL_BACKEND"] = MAIL_BACKENDS[backend]
+    secure = config["COOKIE_SECURE"]
+    if secure is None:
+        secure = is_production(app)
+    config["COOKIE_SECURE"] = bool(secure)
+    config["SESSION_COOKIE_SECURE"] = config["COOKIE_SECURE"]
+    config["REMEMBER_COOKIE_SECURE"] = config["COOKIE_SECURE"]
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    # CSRF is enforced by our own rule (codexweb.auth.guards.enforce_csrf), not on every POST.
+    config["WTF_CSRF_CHECK_DEFAULT"] = False
+    config["WTF_CSRF_TIME_LIMIT"] = None

@@ -1,0 +1,235 @@
+"""Every error the application answers with, rendered in one place.
+
+Views and domain code raise `Problem(status, code, detail)`; this module decides how the
+client sees it:
+
+- JSON clients (`/api/…`, `/.well-known/…`, or asking for JSON): RFC 9457 problem+json;
+- HTMX requests: the status, plus an `HX-Trigger` toast (or `HX-Redirect` to the login page
+  when authentication is missing, so the login page is never swapped into a panel);
+- browsers: an HTML error page, or a redirect to the login page for a missing login.
+
+No trace, SQL or driver text ever reaches a client; a 500 carries the request id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask_limiter import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db, limiter
+from .logging import current_request_id, emit
+from .ratelimit import retry_after_seconds
+
+PROBLEM_TYPE_BASE = "https://codexweb.dev/problems/"
+
+TITLES = {
+    "authentication_required": "Authentication required",
+    "invalid_credentials": "Invalid email or password",
+    "email_not_verified": "Email address not verified",
+    "email_taken": "Email address already registered",
+    "token_expired": "Token expired",
+    "token_invalid": "Token invalid",
+    "invalid_request": "Invalid request",
+    "session_not_found": "Session not found",
+    "session_exists": "An active session already exists",
+    "rate_limited": "Too many requests",
+    "csrf_failed": "CSRF check failed",
+    "unavailable": "Service unavailable",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "payload_too_large": "Request body too large",
+    "bad_request": "Bad request",
+    "internal_error": "Internal server error",
+}
+
+_CODE_FOR_STATUS = {
+    400: "bad_request",
+    401: "authentication_required",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class Problem(Exception):
+    """An error with a stable code (CONTRACT.md §5), raised anywhere, rendered here."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail or TITLES.get(code, code)
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": TITLES.get(self.code, self.code.replace("_", " ").capitalize()),
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            **self.extra,
+        }
+
+
+def invalid_request(
+    errors: list[dict[str, str]], detail: str = "The request is not valid."
+) -> Problem:
+    """422 with per-field messages: `errors: [{"field", "message"}]`."""
+    return Problem(422, "invalid_request", detail, errors=errors)
+
+
+def wants_json() -> bool:
+    """One decision for the whole app: does this client get problem+json?"""
+    if request.path.startswith(("/api/", "/.well-known/")) or request.path == "/healthz":
+        return True
+    if request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def toast_trigger(message: str, level: str = "error") -> str:
+    """The `HX-Trigger` value that makes static/app.js show a toast."""
+    return json.dumps({"codexweb:toast": {"message": message, "level": level}})
+
+
+def login_url_for_current_page() -> str:
+    """`/login?next=<the page the user was on>`, local paths only."""
+    target = request.headers.get("HX-Current-URL") if is_htmx() else request.full_path
+    parts = urlsplit(target or "/")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return url_for("auth_views.login", next=path)
+
+
+def render_problem(problem: Problem) -> Response:
+    if problem.status >= 500 and problem.code == "internal_error":
+        problem.extra.setdefault("request_id", current_request_id())
+    if wants_json() and not is_htmx():
+        response = jsonify(problem.body())
+        response.status_code = problem.status
+        response.mimetype = "application/problem+json"
+    elif is_htmx():
+        response = _render_htmx(problem)
+    else:
+        response = _render_page(problem)
+    response.headers.update(problem.headers)
+    return response
+
+
+def _render_htmx(problem: Problem) -> Response:
+    if problem.code == "authentication_required":
+        # 200 so htmx follows the redirect header without treating it as an error.
+        response = Response("", status=200)
+        response.headers["HX-Redirect"] = login_url_for_current_page()
+        return response
+    response = Response(problem.detail, status=problem.status, mimetype="text/plain")
+    response.headers["HX-Trigger"] = toast_trigger(problem.detail)
+    return response
+
+
+def _render_page(problem: Problem) -> Response:
+    if problem.code == "authentication_required":
+        return redirect(login_url_for_current_page())
+    html = render_template("errors/error.html", problem=problem.body())
+    return Response(html, status=problem.status, mimetype="text/html")
+
+
+def rate_limited_problem() -> Problem:
+    retry_after = retry_after_seconds(limiter)
+    return Problem(
+        429,
+        "rate_limited",
+        f"Codex is busy, please retry in {retry_after} seconds",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
+def _handle_problem(problem: Problem) -> Response:
+    return render_problem(problem)
+
+
+def _handle_rate_limit(error: RateLimitExceeded) -> Response:
+    problem = rate_limited_problem()
+    emit(
+        "http.rate_limited",
+        logging.WARNING,
+        path=request.path,
+        limit=str(error.limit.limit),
+        retry_after=problem.extra["retry_after"],
+    )
+    return render_problem(problem)
+
+
+def _handle_csrf(error: CSRFError) -> Response:
+    return render_problem(
+        Problem(
+            403,
+            "csrf_failed",
+            "The form expired or the CSRF token is missing; reload and try again.",
+        )
+    )
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _CODE_FOR_STATUS.get(status, "bad_request" if status < 500 else "internal_error")
+    headers = {}
+    if status == 405 and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    detail = error.description if status not in (404, 405) else TITLES[code] + "."
+    return render_problem(Problem(status, code, detail, headers=headers))
+
+
+def _handle_database_unavailable(error: DBAPIError) -> Response:
+    db.session.rollback()
+    emit("db.unavailable", logging.ERROR, error=type(error.orig).__name__ if error.orig else "")
+    return render_problem(
+        Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
+    )
+
+
+def _handle_unexpected(error: Exception) -> Response:
+    db.session.rollback()
+    logging.getLogger("codexweb.errors").exception("unhandled exception on %s", request.path)
+    return render_problem(
+        Problem(500, "internal_error", "Something went wrong on our side; it has been logged.")
+    )
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(Problem, _handle_problem)
+    app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
+    app.register_error_handler(CSRFError, _handle_csrf)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(OperationalError, _handle_database_unavailable)
+    app.register_error_handler(Exception, _handle_unexpected)

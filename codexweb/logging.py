@@ -1,0 +1,110 @@
+"""Structured events and request ids.
+
+`emit("codex.session.created", user_id=..., ...)` writes one JSON object per line on stderr:
+`{"ts", "level", "event", "request_id", ...fields}`. Field names that could carry a secret are
+redacted here, whatever the caller passes, so a token can never reach a log line by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from typing import Any
+
+from flask import Flask, g, has_request_context, request
+
+from .clock import utcnow
+
+EVENTS_LOGGER = "codexweb.events"
+events_logger = logging.getLogger(EVENTS_LOGGER)
+
+# Any field whose name contains one of these words is replaced by "[redacted]".
+_SECRET_WORDS = ("password", "token", "secret", "authorization", "cookie", "link", "key")
+# Fields that contain a secret word in their name but hold no secret.
+_SAFE_FIELDS = frozenset({"jti", "kid", "token_type", "tokens_issued"})
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured event (CONTRACT.md §7)."""
+    events_logger.log(level, event, extra={"event_fields": _redact(fields)})
+
+
+def _redact(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: "[redacted]" if _is_secret_field(name) else value for name, value in fields.items()
+    }
+
+
+def _is_secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return lowered not in _SAFE_FIELDS and any(word in lowered for word in _SECRET_WORDS)
+
+
+def current_request_id() -> str | None:
+    return g.get("request_id") if has_request_context() else None
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "event_fields", None)
+        entry: dict[str, Any] = {
+            "ts": utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage() if fields is not None else "log",
+            "request_id": getattr(record, "request_id", None),
+        }
+        if fields is not None:
+            entry.update(fields)
+        else:
+            entry["logger"] = record.name
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "event_fields", {}) or {}
+        extras = " ".join(f"{key}={value}" for key, value in fields.items())
+        line = f"{record.levelname:<7} [{getattr(record, 'request_id', None) or '-'}] "
+        line += f"{record.getMessage()} {extras}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id()
+        return True
+
+
+def init_app(app: Flask) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TextFormatter() if app.config["LOG_FORMAT"] == "text" else JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    # One handler on the package logger; replaced, not stacked, when tests build many apps.
+    package_logger = logging.getLogger("codexweb")
+    for old in [h for h in package_logger.handlers if getattr(h, "_codexweb", False)]:
+        package_logger.removeHandler(old)
+    handler._codexweb = True  # type: ignore[attr-defined]
+    package_logger.addHandler(handler)
+    package_logger.setLevel(app.config["LOG_LEVEL"])
+
+    app.before_request(_assign_request_id)
+    app.after_request(_send_request_id)
+
+
+def _assign_request_id() -> None:
+    offered = request.headers.get("X-Request-ID", "")
+    g.request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+def _send_request_id(response):
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    return response
