@@ -1,0 +1,134 @@
+"""Real servers for tests: codexweb under gunicorn on a free loopback port.
+
+`serve_gunicorn(tmp_path, workers=2, env={...})` starts `gunicorn -c gunicorn.conf.py wsgi:app`
+from the repository with its own instance folder, waits until `/healthz` answers, yields the
+base URL and stops the server (SIGTERM, then SIGKILL) afterwards. The server's output is kept
+in `<tmp_path>/gunicorn.log` and printed when the server fails to start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    instance_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def codexweb_env(instance_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a codexweb process: its own instance folder, quiet mail, test secret."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CODEXWEB_", "GUNICORN_"))
+    }
+    env.update(
+        {
+            "CODEXWEB_INSTANCE_PATH": str(instance_path),
+            "CODEXWEB_SECRET_KEY": "test-secret-key-for-real-servers",
+            "CODEXWEB_MAIL_BACKEND": "file",
+            "CODEXWEB_PUBLIC_BASE_URL": "http://127.0.0.1",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    """`flask --app codexweb db upgrade` in that environment, as an operator would run it."""
+    subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "codexweb", "db", "upgrade"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+@contextmanager
+def serve_gunicorn(
+    tmp_path: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+) -> Iterator[Server]:
+    instance = tmp_path / "server-instance"
+    instance.mkdir(parents=True, exist_ok=True)
+    full_env = codexweb_env(instance, env)
+    migrate(full_env)
+    port = free_port()
+    full_env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
+    full_env["GUNICORN_WORKERS"] = str(workers)
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *(args or []), "wsgi:app"],
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, instance, full_env)
+    try:
+        try:
+            wait_for_http(server.url + "/healthz", process=process)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}\n--- gunicorn log ---\n{server.log()}") from error
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
