@@ -476,6 +476,17 @@ def test_resend_is_202_for_known_unknown_and_verified_addresses(
     assert [message.to for message in outbox] == [["pending@example.com"]]
 
 
+def test_a_client_holding_only_the_refresh_cookie_needs_no_csrf_token(
+    client, unverified_user, outbox
+):
+    """The refresh cookie is SameSite=Strict: no cross-site request carries it."""
+    login_json(client, "pending@example.com", TEST_PASSWORD)
+    assert refresh_cookie(client)
+    response = client.post("/api/auth/verify-email/resend", json={"email": "pending@example.com"})
+    assert response.status_code == 202
+    assert len(outbox) == 1
+
+
 def test_resend_for_a_verified_user_sends_nothing(client, user, auth_headers, outbox):
     assert (
         client.post("/api/auth/verify-email/resend", headers=auth_headers(user)).status_code == 202

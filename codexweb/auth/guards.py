@@ -28,6 +28,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # - auth_api.refresh: authenticated by the refresh cookie alone, which is SameSite=Strict
 #   (never sent cross-site) and scoped to /api/auth; its answer is unreadable cross-origin.
 CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh"})
+# Cookies set SameSite=Strict: a request carrying only these comes from our own site.
+STRICT_COOKIES = frozenset({"refresh_token"})
 
 _UNRESOLVED = object()
 
@@ -112,12 +114,15 @@ def csrf_required() -> bool:
 
     A script posting JSON with no cookies has no ambient authority to abuse; a browser always
     sends its cookies (and form posts are checked even before login, against login CSRF).
+    The refresh cookie does not count: it is SameSite=Strict, so no cross-site request ever
+    carries it, and an API client holding only it (after a JSON login) needs no CSRF token.
     """
     if request.method in SAFE_METHODS or not current_app.config.get("WTF_CSRF_ENABLED", True):
         return False
     if bearer_token() is not None or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
         return False
-    return bool(request.cookies) or not request.is_json
+    ambient_cookies = set(request.cookies) - STRICT_COOKIES
+    return bool(ambient_cookies) or not request.is_json
 
 
 def enforce_csrf() -> None:

@@ -34,9 +34,11 @@ from .cookies import (
 from .forms import ConfirmForm, EmailForm, LoginForm, RegisterForm, ResetPasswordForm
 from .guards import current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .redaction import install_werkzeug_filter
 from .tokens import TokenError
 
 bp = Blueprint("auth_views", __name__)
+bp.record_once(lambda state: install_werkzeug_filter())
 
 # Where a login lands when no (safe) `next` was given. The codex pages own that URL.
 AFTER_LOGIN = "/codex/chatkit"
