@@ -29,6 +29,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #   (never sent cross-site) and scoped to /api/auth; its answer is unreadable cross-origin.
 CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh"})
 
+# Content types a cross-site HTML form can send without a CORS preflight.
+CROSS_SITE_FORM_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
 _UNRESOLVED = object()
 
 
@@ -108,16 +113,18 @@ def require_verified(view: F) -> F:
 
 
 def csrf_required() -> bool:
-    """Unsafe requests need a CSRF token unless they carry a Bearer token or no cookie at all.
+    """Unsafe requests need a CSRF token unless they carry a Bearer token, or carry neither a
+    cookie nor a body a browser could send cross-site.
 
-    A script posting JSON with no cookies has no ambient authority to abuse; a browser always
-    sends its cookies (and form posts are checked even before login, against login CSRF).
+    A script posting JSON (or nothing) without cookies has no ambient authority to abuse. A
+    browser always sends its cookies, and a cross-site form can only send the "simple" content
+    types, so those are checked even without a cookie (login CSRF on a first visit).
     """
     if request.method in SAFE_METHODS or not current_app.config.get("WTF_CSRF_ENABLED", True):
         return False
     if bearer_token() is not None or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
         return False
-    return bool(request.cookies) or not request.is_json
+    return bool(request.cookies) or request.mimetype in CROSS_SITE_FORM_TYPES
 
 
 def enforce_csrf() -> None:
