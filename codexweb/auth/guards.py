@@ -31,6 +31,11 @@ CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh"})
 # Cookies set SameSite=Strict: a request carrying only these comes from our own site.
 STRICT_COOKIES = frozenset({"refresh_token"})
 
+# Content types a cross-site HTML form can send without a CORS preflight.
+CROSS_SITE_FORM_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
 _UNRESOLVED = object()
 
 
@@ -110,10 +115,12 @@ def require_verified(view: F) -> F:
 
 
 def csrf_required() -> bool:
-    """Unsafe requests need a CSRF token unless they carry a Bearer token or no cookie at all.
+    """Unsafe requests need a CSRF token unless they carry a Bearer token, or carry neither a
+    cookie nor a body a browser could send cross-site.
 
-    A script posting JSON with no cookies has no ambient authority to abuse; a browser always
-    sends its cookies (and form posts are checked even before login, against login CSRF).
+    A script posting JSON (or nothing) without cookies has no ambient authority to abuse. A
+    browser always sends its cookies, and a cross-site form can only send the "simple" content
+    types, so those are checked even without a cookie (login CSRF on a first visit).
     The refresh cookie does not count: it is SameSite=Strict, so no cross-site request ever
     carries it, and an API client holding only it (after a JSON login) needs no CSRF token.
     """
@@ -122,7 +129,7 @@ def csrf_required() -> bool:
     if bearer_token() is not None or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
         return False
     ambient_cookies = set(request.cookies) - STRICT_COOKIES
-    return bool(ambient_cookies) or not request.is_json
+    return bool(ambient_cookies) or request.mimetype in CROSS_SITE_FORM_TYPES
 
 
 def enforce_csrf() -> None:
