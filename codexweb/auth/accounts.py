@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
-from flask import current_app
+from flask import current_app, has_request_context, session
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -86,9 +86,28 @@ def create_user(email: str, password: str, *, verified: bool = False) -> User:
     return user
 
 
+# The login session remembers which password it was opened with (a fingerprint of the hash).
+SESSION_BINDING_KEY = "_login_binding"
+
+
+def login_session_binding(user: User) -> str:
+    return fingerprint(user.password_hash)
+
+
 def load_user(user_id: str) -> User | None:
-    """flask-login's user loader."""
-    return db.session.get(User, user_id)
+    """flask-login's user loader: a login session dies when the password changes.
+
+    A reset revokes every refresh token; this makes it end every browser session too. Our
+    login pages always bind the session; one without a binding can only have been made by
+    code holding SECRET_KEY (tests forging a login), so it is taken as it is.
+    """
+    user = db.session.get(User, user_id)
+    if user is None or not has_request_context():
+        return user
+    bound = session.get(SESSION_BINDING_KEY)
+    if bound is not None and not hmac.compare_digest(str(bound), login_session_binding(user)):
+        return None
+    return user
 
 
 def register_user(email: str, password: str) -> User:
