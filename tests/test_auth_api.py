@@ -337,6 +337,14 @@ def test_refresh_without_a_valid_cookie_is_401(client, app, user, cookie):
     assert snapshot(app) == before
 
 
+def test_the_refresh_token_of_a_deleted_account_is_401(client, app, user):
+    login_json(client, "owner@example.com", TEST_PASSWORD)
+    with app.app_context():
+        db.session.execute(db.delete(User).where(User.id == user.id))
+        db.session.commit()
+    assert_problem(client.post("/api/auth/refresh"), 401, "authentication_required")
+
+
 def test_an_expired_refresh_token_is_401(client, user, frozen_clock):
     frozen_clock(datetime(2030, 1, 1, tzinfo=UTC))
     login_json(client, "owner@example.com", TEST_PASSWORD)

@@ -248,6 +248,9 @@ def rotate_refresh_token(raw: str | None) -> AccessGrant:
         raise AccountError("refresh_invalid")
     if record.rotated_at is not None:
         _reuse_detected(record)
+    user = db.session.get(User, record.user_id)
+    if user is None:
+        raise AccountError("refresh_invalid")
     claimed = db.session.execute(
         update(RefreshToken)
         .where(
@@ -261,7 +264,6 @@ def rotate_refresh_token(raw: str | None) -> AccessGrant:
     if claimed.rowcount != 1:
         db.session.rollback()
         _reuse_detected(record)
-    user = db.session.get(User, record.user_id)
     new_raw = _new_refresh_token(user, record.family_id)
     db.session.commit()
     emit("auth.token.refreshed", user_id=user.id, family_id=record.family_id)
