@@ -604,3 +604,23 @@ def test_a_reset_verifies_an_unverified_address(client, app, unverified_user, ou
         "/api/auth/password/reset", json={"token": token, "password": "a brand new passphrase"}
     )
     assert response.get_json()["user"]["email_verified"] is True
+
+
+def test_of_two_racing_refreshes_with_one_token_only_one_rotates(client, app, user, monkeypatch):
+    """The loser of the race read the token before the winner rotated it: the conditional
+    UPDATE finds it rotated and treats the second use as reuse."""
+    import codexweb.auth.accounts as accounts
+
+    login_json(client, "owner@example.com", TEST_PASSWORD)
+    raw = refresh_cookie(client)
+    with app.app_context():
+        stale = accounts._find_refresh(raw)  # read by the loser, before the winner commits
+        db.session.expunge(stale)
+    assert client.post("/api/auth/refresh").status_code == 200  # the winner
+    monkeypatch.setattr(
+        accounts, "_find_refresh", lambda value: db.session.merge(stale, load=False)
+    )
+    with app.test_request_context(), pytest.raises(accounts.AccountError) as error:
+        accounts.rotate_refresh_token(raw)
+    assert error.value.code == "refresh_reused"
+    assert all(row.revoked_at is not None for row in refresh_rows(app, user.id))

@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app, has_request_context, session
 from sqlalchemy import update
@@ -23,6 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..clock import utcnow
 from ..extensions import db
+from ..ids import new_id
 from ..logging import emit
 from ..models import RefreshToken, User
 from . import mail
@@ -39,7 +40,8 @@ PASSWORD_MAX_LENGTH = 256
 
 
 class AccountError(Exception):
-    """A rule said no; `code` is a CONTRACT.md §5 code."""
+    """A rule said no. `code`: `email_taken`, `invalid_credentials` (CONTRACT.md §5), or
+    `refresh_invalid` / `refresh_reused`, which callers answer as a 401."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -192,12 +194,9 @@ class AccessGrant:
     user: User
     access_token: str
     expires_in: int
+    expires_at: datetime
     refresh_token: str
     family_id: str
-
-    @property
-    def expires_at(self):
-        return utcnow() + timedelta(seconds=self.expires_in)
 
 
 def _hash_refresh(raw: str) -> str:
@@ -218,10 +217,12 @@ def _new_refresh_token(user: User, family_id: str) -> str:
 
 
 def _grant(user: User, refresh_token: str, family_id: str) -> AccessGrant:
+    ttl = int(current_app.config["ACCESS_TOKEN_TTL"])
     return AccessGrant(
         user=user,
         access_token=issue_access_token(user.id),
-        expires_in=int(current_app.config["ACCESS_TOKEN_TTL"]),
+        expires_in=ttl,
+        expires_at=utcnow() + timedelta(seconds=ttl),
         refresh_token=refresh_token,
         family_id=family_id,
     )
@@ -229,7 +230,7 @@ def _grant(user: User, refresh_token: str, family_id: str) -> AccessGrant:
 
 def start_refresh_family(user: User, *, via: str) -> AccessGrant:
     """A successful login: a new refresh-token family and an access token."""
-    family_id = "rtf_" + secrets.token_urlsafe(16)
+    family_id = new_id("rtf")
     raw = _new_refresh_token(user, family_id)
     db.session.commit()
     emit("auth.login.succeeded", user_id=user.id, via=via, email_verified=user.email_verified)
