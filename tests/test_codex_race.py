@@ -21,6 +21,11 @@ pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
 CONCURRENT_CREATES = 32
+# Rate limits are not the subject here (and memory storage counts per worker anyway).
+GENEROUS_LIMITS = {
+    "CODEXWEB_RATELIMIT_SESSION_CREATE": "1000/minute",
+    "CODEXWEB_RATELIMIT_TOKEN": "1000/minute",
+}
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
@@ -67,7 +72,7 @@ def active_rows(server) -> list[tuple]:
 
 
 def test_concurrent_creates_yield_exactly_one_active_session(tmp_path):
-    with serve_gunicorn(tmp_path, workers=4) as server:
+    with serve_gunicorn(tmp_path, workers=4, env=GENEROUS_LIMITS) as server:
         token = verified_user_token(server, "racer@example.com")
         start = threading.Barrier(CONCURRENT_CREATES)
         results: list[tuple[int, dict]] = []
@@ -99,7 +104,7 @@ def test_concurrent_creates_yield_exactly_one_active_session(tmp_path):
 
 
 def test_tokens_verify_with_the_published_jwks_across_workers_and_restarts(tmp_path):
-    with serve_gunicorn(tmp_path, workers=4) as server:
+    with serve_gunicorn(tmp_path, workers=4, env=GENEROUS_LIMITS) as server:
         token = verified_user_token(server, "keys@example.com")
         status, session = call(
             server.url + "/api/codex/sessions",
@@ -135,7 +140,9 @@ def test_tokens_verify_with_the_published_jwks_across_workers_and_restarts(tmp_p
         assert listed["chatkit_sessions"][0]["tokens_issued"] == 8
         first_token = minted[0]["token"]
 
-    with serve_gunicorn(tmp_path, workers=2) as restarted:  # same instance folder
+    with serve_gunicorn(
+        tmp_path, workers=2, env=GENEROUS_LIMITS
+    ) as restarted:  # same instance folder
         status, jwks_after = call(restarted.url + "/.well-known/jwks.json")
         assert jwks_after == jwks
         verify_with_jwks(first_token, jwks_after)
