@@ -7,10 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
+from tests.codex_support import (
     AGENT,
     PLACEMENT,
-    _push_request_context,
     new_session,
     snapshot,
 )

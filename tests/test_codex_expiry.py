@@ -11,8 +11,7 @@ from sqlalchemy import select
 from codexweb.codex import sessions
 from codexweb.extensions import db
 from codexweb.models import ChatKitSession, CodexSession
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
-    _push_request_context,
+from tests.codex_support import (
     new_session,
     snapshot,
 )
