@@ -397,6 +397,15 @@ def test_list_rejects_bad_paging(client, owner, query, field):
     assert [e["field"] for e in problem(response, 422, "invalid_request")["errors"]] == [field]
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=x", "limit"), ("cursor=%%%", "cursor")],
+)
+def test_chatkit_list_rejects_bad_paging(client, owner, query, field):
+    response = client.get(f"/api/codex/chatkit/sessions?{query}", headers=owner)
+    assert [e["field"] for e in problem(response, 422, "invalid_request")["errors"]] == [field]
+
+
 # Close and delete ------------------------------------------------------------------------
 
 
