@@ -77,6 +77,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_TOKEN_TTL": 600,
         "CHATKIT_ISSUER": None,
         "CHATKIT_AUDIENCE": "chatkit",
+        # Ed25519 signing keys of the local provider, one JWK file each (0600).
+        "CHATKIT_KEYS_DIR": str(Path(instance_path) / "chatkit_keys"),
         "CHATKIT_SCRIPT_URL": None,
         # Secure cookies: None means "only in production"; set True/False to override.
         "COOKIE_SECURE": None,
