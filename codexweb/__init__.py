@@ -7,9 +7,9 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import database, errors, logging
+from . import database, errors, logging, ratelimit_storage
 from .config import instance_path_from_env, load_config
-from .extensions import csrf, db, limiter, login_manager, mail, migrate
+from .extensions import csrf, db, login_manager, mail, migrate
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -39,7 +39,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     mail.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    ratelimit_storage.init_app(app)
 
     from .auth.accounts import load_user
 

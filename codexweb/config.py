@@ -50,6 +50,12 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_SESSION_CREATE": "10/minute",
         "RATELIMIT_TOKEN": "30/minute",
         "RATELIMIT_HEADERS_ENABLED": True,
+        # When the storage (Redis) is unreachable: True lets requests through unlimited,
+        # False refuses them with 503 (codexweb/ratelimit_storage.py).
+        "RATELIMIT_FAIL_OPEN": True,
+        "RATELIMIT_STORAGE_TIMEOUT": 1.0,
+        "RATELIMIT_STORAGE_RETRY_INTERVAL": 5,
+        "RATELIMIT_STORAGE_ALERT_INTERVAL": 60,
         # Mail
         "MAIL_BACKEND": "console+file",
         "MAIL_FILE_DIR": str(Path(instance_path) / "outbox"),

@@ -21,12 +21,14 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from limits.errors import StorageError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db, limiter
 from .logging import current_request_id, emit
 from .ratelimit import retry_after_seconds
+from .ratelimit_storage import storage_failed
 
 PROBLEM_TYPE_BASE = "https://codexweb.dev/problems/"
 
@@ -218,6 +220,14 @@ def _handle_database_unavailable(error: DBAPIError) -> Response:
     )
 
 
+def _handle_rate_limit_storage_unavailable(error: StorageError) -> Response:
+    # Only reached with RATELIMIT_FAIL_OPEN=False: the limits cannot be checked, so refuse.
+    storage_failed(error)
+    return render_problem(
+        Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
+    )
+
+
 def _handle_unexpected(error: Exception) -> Response:
     db.session.rollback()
     logging.getLogger("codexweb.errors").exception("unhandled exception on %s", request.path)
@@ -232,4 +242,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _handle_csrf)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(OperationalError, _handle_database_unavailable)
+    app.register_error_handler(StorageError, _handle_rate_limit_storage_unavailable)
     app.register_error_handler(Exception, _handle_unexpected)
