@@ -13,6 +13,7 @@ No trace, SQL or driver text ever reaches a client; a 500 carries the request id
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -22,7 +23,8 @@ from flask import Flask, Response, jsonify, redirect, render_template, request, 
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db, limiter
@@ -212,9 +214,24 @@ def _handle_http_exception(error: HTTPException) -> Response:
     return render_problem(Problem(status, code, detail, headers=headers))
 
 
-def _handle_database_unavailable(error: DBAPIError) -> Response:
-    db.session.rollback()
-    emit("db.unavailable", logging.ERROR, error=type(error.orig).__name__ if error.orig else "")
+def is_database_unavailable(error: Exception) -> bool:
+    """Is this the database being out of reach (not a bug in our SQL)?
+
+    Operational and interface errors (refused, reset, closed connections), a connection the
+    pool found dead mid-statement, and a pool with no connection to hand out in time.
+    """
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
+    if not is_database_unavailable(error):
+        return _handle_unexpected(error)
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()  # the connection may be gone; the session must be reusable
+    orig = getattr(error, "orig", None)
+    emit("db.unavailable", logging.ERROR, error=type(orig or error).__name__)
     return render_problem(
         Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
     )
@@ -229,7 +246,8 @@ def _handle_rate_limit_storage_unavailable(error: StorageError) -> Response:
 
 
 def _handle_unexpected(error: Exception) -> Response:
-    db.session.rollback()
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
     logging.getLogger("codexweb.errors").exception("unhandled exception on %s", request.path)
     return render_problem(
         Problem(500, "internal_error", "Something went wrong on our side; it has been logged.")
@@ -241,6 +259,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
     app.register_error_handler(CSRFError, _handle_csrf)
     app.register_error_handler(HTTPException, _handle_http_exception)
-    app.register_error_handler(OperationalError, _handle_database_unavailable)
+    app.register_error_handler(DBAPIError, _handle_database_error)
+    app.register_error_handler(PoolTimeout, _handle_database_error)
     app.register_error_handler(StorageError, _handle_rate_limit_storage_unavailable)
     app.register_error_handler(Exception, _handle_unexpected)
