@@ -23,7 +23,13 @@ from flask import Flask, Response, jsonify, redirect, render_template, request, 
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -226,6 +232,8 @@ def is_database_unavailable(error: Exception) -> bool:
 
 
 def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
+    if isinstance(error, DataError):
+        return _handle_unstorable_value(error)
     if not is_database_unavailable(error):
         return _handle_unexpected(error)
     with contextlib.suppress(SQLAlchemyError):
@@ -234,6 +242,17 @@ def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
     emit("db.unavailable", logging.ERROR, error=type(orig or error).__name__)
     return render_problem(
         Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
+    )
+
+
+def _handle_unstorable_value(error: DataError) -> Response:
+    # A value that passed validation but that the database refuses: a NUL character or an
+    # over-long string on PostgreSQL (SQLite stores both). The client's input, not our bug.
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+    emit("db.value_refused", logging.WARNING, error=type(error.orig or error).__name__)
+    return render_problem(
+        Problem(400, "bad_request", "The request contains a value that cannot be stored.")
     )
 
 

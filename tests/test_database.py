@@ -108,3 +108,23 @@ def test_postgresql_connections_time_out_instead_of_hanging(tmp_path):
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options["connect_args"] == {"connect_timeout": 7}
     assert options["pool_pre_ping"] is True
+
+
+NUL = "a\u0000b"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/auth/register", {"email": f"{NUL}@example.com", "password": "x" * 14}),
+        ("post", "/api/auth/login", {"email": f"{NUL}@example.com", "password": "x" * 14}),
+        ("post", "/api/auth/password/forgot", {"email": f"{NUL}@example.com"}),
+        ("get", f"/api/codex/sessions/current?placement={NUL}", None),
+        ("get", "/api/codex/sessions/cxs_%00", None),
+        ("get", "/api/codex/chatkit/token?session_id=cxs_%00", None),
+    ],
+)
+def test_a_nul_character_in_input_is_never_a_500(client, auth_headers, user, method, path, body):
+    # SQLite stores NUL; PostgreSQL refuses it (DataError). Neither may turn into a 500.
+    response = getattr(client, method)(path, json=body, headers=auth_headers(user))
+    assert response.status_code < 500, response.get_data(as_text=True)

@@ -9,7 +9,13 @@ import urllib.request
 
 import pytest
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from codexweb.auth.tokens import issue_access_token
@@ -68,6 +74,18 @@ def test_disconnect_errors_are_503_unavailable(app, error, events):
     response = app.test_client().get("/api/_fault")
     assert_unavailable_problem(response.status_code, response.content_type, response.data)
     assert len(events.named("db.unavailable")) == 1
+
+
+def test_a_value_the_database_refuses_is_a_400_that_leaks_nothing(app, events):
+    @app.get("/api/_fault")
+    def _fault():
+        raise driver_error(DataError)
+
+    response = app.test_client().get("/api/_fault")
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "bad_request"
+    assert "select" not in response.get_data(as_text=True).lower()
+    assert len(events.named("db.value_refused")) == 1
 
 
 def test_a_constraint_error_is_a_500_that_leaks_nothing(app):
