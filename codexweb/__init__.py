@@ -7,9 +7,9 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, logging
+from . import database, errors, logging, ratelimit_storage
 from .config import instance_path_from_env, load_config
-from .extensions import csrf, db, limiter, login_manager, mail, migrate
+from .extensions import csrf, db, login_manager, mail, migrate
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -34,11 +34,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
+    database.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     login_manager.init_app(app)
     mail.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    ratelimit_storage.init_app(app)
 
     from .auth.accounts import load_user
 

@@ -30,6 +30,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "ENV": "development",
         "SECRET_KEY": None,
         "DATABASE_URL": f"sqlite:///{Path(instance_path) / 'codexweb.db'}",
+        # SQLite: how long a writer waits for the file lock before "database is locked".
+        "SQLITE_BUSY_TIMEOUT_MS": 15000,
+        # PostgreSQL: seconds to wait for a connection before answering 503.
+        "DATABASE_CONNECT_TIMEOUT": 5,
         "PUBLIC_BASE_URL": None,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
@@ -49,6 +53,12 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # flask-limiter would overwrite our 429's Retry-After with its own, rounded differently
         # from the body's `retry_after` (and add one to every limited 200): give it its own name.
         "RATELIMIT_HEADER_RETRY_AFTER": "X-RateLimit-Retry-After",
+        # When the storage (Redis) is unreachable: True lets requests through unlimited,
+        # False refuses them with 503 (codexweb/ratelimit_storage.py).
+        "RATELIMIT_FAIL_OPEN": True,
+        "RATELIMIT_STORAGE_TIMEOUT": 1.0,
+        "RATELIMIT_STORAGE_RETRY_INTERVAL": 5,
+        "RATELIMIT_STORAGE_ALERT_INTERVAL": 60,
         # Mail
         "MAIL_BACKEND": "console+file",
         "MAIL_FILE_DIR": str(Path(instance_path) / "outbox"),
@@ -149,6 +159,15 @@ def _read_when_written(path: Path) -> str:
     raise RuntimeError(f"{path} exists but is empty")
 
 
+def _engine_options(config) -> dict[str, Any]:
+    """Pre-ping every pooled connection, so a database restart costs one retry, not errors."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if config["DATABASE_URL"].startswith("postgresql"):
+        # Without it a connect to an unreachable host hangs for the OS's TCP timeout (minutes).
+        options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}
+    return options
+
+
 MAIL_BACKENDS = {
     "console": "console",
     "smtp": "smtp",
@@ -161,7 +180,7 @@ MAIL_BACKENDS = {
 def _resolve_derived(app: Flask) -> None:
     config = app.config
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
-    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(config))
     backend = config.get("MAIL_BACKEND_NAME") or config["MAIL_BACKEND"]
     if backend not in MAIL_BACKENDS:
         raise RuntimeError(
