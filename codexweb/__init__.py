@@ -58,9 +58,11 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from . import security
     from .auth.guards import enforce_csrf
 
     app.before_request(enforce_csrf)
+    security.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -74,7 +74,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_TOKEN_TTL": 600,
         "CHATKIT_ISSUER": None,
         "CHATKIT_AUDIENCE": "chatkit",
+        # The ChatKit web component: when set, the page loads this script and mounts
+        # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
+        "CHATKIT_CSP_ORIGINS": [],
         # Secure cookies: None means "only in production"; set True/False to override.
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
