@@ -52,6 +52,7 @@ def register_blueprints(app: Flask) -> None:
     from .auth.views import bp as auth_views
     from .codex.api import bp as codex_api
     from .codex.api import wellknown
+    from .codex.views import bp as codex_views
     from .health import bp as health
 
     app.register_blueprint(health)
@@ -59,6 +60,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_views)
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
+    app.register_blueprint(codex_views)
 
 
 def register_request_hooks(app: Flask) -> None:
