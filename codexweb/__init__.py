@@ -35,7 +35,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
-    login_manager.init_app(app)
+    # No `current_user` template global: it loads the user on every render, which would break
+    # the error page itself when the database is down. The layout asks codex.views instead.
+    login_manager.init_app(app, add_context_processor=False)
     mail.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)

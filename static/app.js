@@ -113,11 +113,20 @@
 
   // Swaps: focus and local times -------------------------------------------------------------
 
-  document.addEventListener("htmx:afterSwap", function (event) {
+  /* Keyboard and screen-reader users stay oriented: a new panel takes focus on its heading;
+   * when the focused control was swapped away (a row's Close), focus goes to its replacement. */
+  document.addEventListener("htmx:afterSettle", function (event) {
     var target = event.detail.target;
-    if (!target || !target.querySelector) return;
-    var heading = target.querySelector("[data-focus-after-swap]");
-    if (heading && target.id === "codex-panel") heading.focus({ preventScroll: false });
+    if (!target) return;
+    if (target.id === "codex-panel") {
+      var heading = target.querySelector("[data-focus-after-swap]");
+      if (heading) heading.focus();
+      return;
+    }
+    var active = document.activeElement;
+    if (active && active !== document.body && active.isConnected) return;
+    var replacement = target.id ? document.getElementById(target.id) : null;
+    if (replacement && replacement.hasAttribute("tabindex")) replacement.focus();
   });
 
   var timeFormat;

@@ -96,3 +96,20 @@ def test_layout_loads_htmx_app_js_and_css_from_this_origin(app):
     assert '<script src="/static/app.js" defer></script>' in html
     assert '<link rel="stylesheet" href="/static/app.css">' in html
     assert "http" not in "".join(re.findall(r'(?:src|href)="([^"]+)"', html))
+
+
+def test_the_error_page_renders_even_when_the_database_is_down(app, client, user):
+    from sqlalchemy.exc import OperationalError
+
+    def database_down(user_id):
+        raise OperationalError("SELECT users", {}, Exception("connection refused"))
+
+    with client.session_transaction() as state:
+        state["_user_id"] = user.id
+    app.login_manager.user_loader(database_down)
+    response = client.get("/codex/chatkit")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 503
+    assert "The service is temporarily unavailable" in html
+    assert ">Log in</a>" in html  # the nav could not tell who is logged in
+    assert "connection refused" not in html

@@ -23,14 +23,16 @@ from flask import (
     request,
     url_for,
 )
+from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..auth import accounts
 from ..auth.guards import current_request_user, require_user, require_verified
 from ..auth.limits import resend_limit
 from ..clock import isoformat
 from ..errors import Problem, is_htmx, toast_trigger
-from ..extensions import limiter
+from ..extensions import db, limiter
 from ..models import CodexSession, User
 from ..ratelimit import configured
 from . import sessions
@@ -52,6 +54,21 @@ def render_view(page: str, partial: str, *, status: int = 200, **context: Any) -
 def with_toast(response: Response, message: str, level: str = "success") -> Response:
     response.headers["HX-Trigger"] = toast_trigger(message, level)
     return response
+
+
+@bp.app_context_processor
+def navigation_context() -> dict[str, Any]:
+    return {"nav_user": logged_in_user()}
+
+
+def logged_in_user() -> User | None:
+    """Who the navigation greets. Error pages render the layout too, also when the database
+    is down: then the nav shows the logged-out links instead of failing the error page."""
+    try:
+        return current_user._get_current_object() if current_user.is_authenticated else None
+    except SQLAlchemyError:
+        db.session.rollback()
+        return None
 
 
 @bp.app_template_filter("timestamp")

@@ -276,7 +276,15 @@ def test_a_rate_limited_token_shows_the_toast_and_waits(page: Page, serve, watch
         expect(page.locator("[data-chatkit-area]")).to_have_attribute("data-tokens-issued", "1")
 
 
-def test_the_panel_works_from_the_keyboard(page: Page, serve, watch, steps):
+def tab_to(page: Page, target, presses: int = 25) -> None:
+    for _ in range(presses):
+        if target.evaluate("element => document.activeElement === element"):
+            return
+        page.keyboard.press("Tab")
+    expect(target).to_be_focused()
+
+
+def test_the_pages_work_from_the_keyboard(page: Page, serve, watch, steps):
     server = serve()
     create_verified_user(server, "keys@example.com")
     log_in(page, server, "keys@example.com")
@@ -287,17 +295,21 @@ def test_the_panel_works_from_the_keyboard(page: Page, serve, watch, steps):
 
     with steps("tab to Start session and press Enter"):
         start = page.get_by_role("button", name="Start session")
-        for _ in range(15):
-            if start.evaluate("button => document.activeElement === button"):
-                break
-            page.keyboard.press("Tab")
-        expect(start).to_be_focused()
+        tab_to(page, start)
         outline = start.evaluate("button => getComputedStyle(button).outlineStyle")
         assert outline == "solid"  # the focus ring is visible
         page.keyboard.press("Enter")
         # Focus follows the swap to the new panel's heading.
         expect(page.get_by_role("heading", name="Demo agent")).to_be_focused()
         expect_live_token(page, issued=1)
+
+    with steps("close a session from the history with the keyboard"):
+        page.goto(server.url + "/codex/sessions")
+        row = page.locator(".sessions-table tbody tr").first
+        tab_to(page, row.get_by_role("button", name="Close"))
+        page.keyboard.press("Enter")
+        expect(row).to_contain_text("Closed")
+        expect(row).to_be_focused()  # not lost to the page body with the removed button
 
 
 def test_phone_layout_has_no_horizontal_scroll(page: Page, serve, watch, steps):
