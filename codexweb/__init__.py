@@ -67,8 +67,9 @@ def register_blueprints(app: Flask) -> None:
 
 def register_request_hooks(app: Flask) -> None:
     from . import security
-    from .auth.guards import enforce_csrf
+    from .auth.guards import enforce_csrf, forget_previous_user
 
+    app.before_request(forget_previous_user)
     app.before_request(enforce_csrf)
     security.init_app(app)
 

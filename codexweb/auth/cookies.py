@@ -8,7 +8,7 @@ family too, because `/logout` lies outside the cookie's path and must still revo
 
 from __future__ import annotations
 
-from flask import Response, current_app, request, session
+from flask import Response, current_app, g, request, session
 from flask_login import logout_user
 
 from .accounts import AccessGrant
@@ -56,3 +56,5 @@ def end_login_session() -> None:
     """Forget the flask-login user and everything else in the session cookie."""
     logout_user()
     session.clear()
+    # Flask-WTF caches this request's signed CSRF token in `g`; its secret just went away.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
