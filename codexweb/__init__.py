@@ -36,7 +36,9 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
-    login_manager.init_app(app)
+    # No `current_user` template global: it loads the user on every render, which would break
+    # the error page itself when the database is down. The layout asks codex.views instead.
+    login_manager.init_app(app, add_context_processor=False)
     mail.init_app(app)
     csrf.init_app(app)
     ratelimit_storage.init_app(app)
@@ -53,6 +55,7 @@ def register_blueprints(app: Flask) -> None:
     from .auth.views import bp as auth_views
     from .codex.api import bp as codex_api
     from .codex.api import wellknown
+    from .codex.views import bp as codex_views
     from .health import bp as health
 
     app.register_blueprint(health)
@@ -60,13 +63,16 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_views)
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
+    app.register_blueprint(codex_views)
 
 
 def register_request_hooks(app: Flask) -> None:
+    from . import security
     from .auth.guards import enforce_csrf, forget_previous_user
 
     app.before_request(forget_previous_user)
     app.before_request(enforce_csrf)
+    security.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -89,7 +89,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_AUDIENCE": "chatkit",
         # Ed25519 signing keys of the local provider, one JWK file each (0600).
         "CHATKIT_KEYS_DIR": str(Path(instance_path) / "chatkit_keys"),
+        # The ChatKit web component: when set, the page loads this script and mounts
+        # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
+        "CHATKIT_CSP_ORIGINS": [],
         # Secure cookies: None means "only in production"; set True/False to override.
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
