@@ -81,6 +81,8 @@ class FakeChatKit:
         self.created: list[dict[str, Any]] = []
         self.cancelled: list[str] = []
         self.requests: list[Received] = []
+        # Grant this lifetime whatever was asked (the real service may clamp what it grants).
+        self.lifetime_override: int | None = None
         self._failures: dict[str, deque[Failure]] = {"create": deque(), "cancel": deque()}
         self._held: list[Failure] = []
         self._lock = threading.Lock()
@@ -169,6 +171,7 @@ class FakeChatKit:
         workflow = self._checked_workflow(body.get("workflow"))
         seconds = self._checked_expires_after(body.get("expires_after"))
         per_minute = self._checked_rate_limits(body.get("rate_limits"))
+        seconds = self.lifetime_override or seconds
         now = int(time.time())
         session = {
             "id": f"cksess_{secrets.token_hex(16)}",

@@ -34,6 +34,9 @@ BETA_HEADER = {"OpenAI-Beta": "chatkit_beta=v1"}
 MAX_MESSAGE_LENGTH = 300
 # When a 429 carries no usable Retry-After, ask the client to wait this long.
 DEFAULT_RETRY_AFTER = 5
+# A cancel is best effort (a failure is retried by the purge) and runs while a Codex session
+# is being closed: it never waits longer than this, whatever the configured timeout.
+CANCEL_TIMEOUT = 3.0
 
 
 class UpstreamError(Exception):
@@ -105,6 +108,7 @@ class ChatKitSessionsClient:
         # Accept the OpenAI SDK's habit of a base URL ending in /v1.
         self.api_base = api_base.rstrip("/").removesuffix("/v1")
         self._api_key = api_key
+        self._cancel_timeout = httpx.Timeout(min(timeout, CANCEL_TIMEOUT))
         self._http = httpx.Client(
             base_url=self.api_base,
             # Connect gets half the budget: a failed connect is retried once (below), and the
@@ -139,7 +143,9 @@ class ChatKitSessionsClient:
         counts as cancelled: there is nothing left that its client secret could open.
         """
         try:
-            payload = self._post(f"{SESSIONS_PATH}/{session_id}/cancel", None)
+            payload = self._post(
+                f"{SESSIONS_PATH}/{session_id}/cancel", None, timeout=self._cancel_timeout
+            )
         except UpstreamRejected as error:
             if error.status == 404:
                 return "cancelled"
@@ -150,10 +156,13 @@ class ChatKitSessionsClient:
     def close(self) -> None:
         self._http.close()
 
-    def _post(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    def _post(
+        self, path: str, body: dict[str, Any] | None, *, timeout: httpx.Timeout | None = None
+    ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._api_key}", **BETA_HEADER}
+        extra = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = self._http.post(path, json=body, headers=headers)
+            response = self._http.post(path, json=body, headers=headers, **extra)
         except httpx.TimeoutException as error:
             raise UpstreamUnavailable("timeout", type(error).__name__) from None
         except httpx.TransportError as error:
