@@ -36,6 +36,17 @@ def authentication_required(detail: str = "Log in to continue.") -> Problem:
     return Problem(401, "authentication_required", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def forget_previous_user() -> None:
+    """Resolve each request's user afresh (a before_request hook).
+
+    `g` belongs to the app context, which can outlive a request: pytest-flask keeps one open
+    across every request of a test, and flask-login memoises `g._login_user` there too.
+    """
+    g.pop("_codexweb_user", None)
+    g.pop("auth_method", None)
+    g.pop("_login_user", None)
+
+
 def current_request_user() -> User | None:
     """The user of this request (Bearer first, then the login session), memoised per request."""
     user = g.get("_codexweb_user", _UNRESOLVED)
