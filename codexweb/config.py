@@ -74,6 +74,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_TOKEN_TTL": 600,
         "CHATKIT_ISSUER": None,
         "CHATKIT_AUDIENCE": "chatkit",
+        # Ed25519 signing keys of the local provider, one JWK file each (0600).
+        "CHATKIT_KEYS_DIR": str(Path(instance_path) / "chatkit_keys"),
         "CHATKIT_SCRIPT_URL": None,
         # A self-hosted ChatKit server (local provider): where the page's ChatKit talks to.
         "CHATKIT_API_URL": None,

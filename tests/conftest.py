@@ -45,6 +45,7 @@ def base_test_config(tmp_path) -> dict[str, Any]:
         "DATABASE_URL": f"sqlite:///{instance / 'test.db'}",
         "MAIL_BACKEND": "locmem",
         "MAIL_FILE_DIR": str(instance / "outbox"),
+        "CHATKIT_KEYS_DIR": str(instance / "chatkit_keys"),
         "RATELIMIT_ENABLED": False,
         "LOG_FORMAT": "json",
         "PUBLIC_BASE_URL": "http://localhost",

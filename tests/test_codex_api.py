@@ -229,6 +229,20 @@ def test_bad_create_bodies_are_422_and_write_nothing(client, owner, body, expect
         pytest.param('"dashboard"', "application/json", id="string"),
         pytest.param("null", "application/json", id="null"),
         pytest.param("", "application/json", id="empty"),
+        pytest.param(
+            '{"placement": "dashboard", "agent_id": "agent_123", "context": {"x": NaN}}',
+            "application/json",
+            id="nan",
+        ),
+        pytest.param(
+            '{"placement": "dashboard", "agent_id": "agent_123", "context": '
+            + '{"a": ' * 100_000
+            + "1"
+            + "}" * 100_001,
+            "application/json",
+            id="nested-too-deep",
+        ),
+        pytest.param(b'{"placement": "\xff"}', "application/json", id="not-utf8"),
     ],
 )
 def test_non_object_bodies_are_422(client, owner, data, content_type):

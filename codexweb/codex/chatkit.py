@@ -4,8 +4,8 @@
 actual minting to the configured provider (`CHATKIT_PROVIDER`):
 
 - `local` (here): an Ed25519 JWT (`alg: EdDSA`, header `kid`) that anyone can verify with
-  `/.well-known/jwks.json`. Keys live in `<instance>/chatkit_keys/` as JWK files (0600),
-  created on first use and kept across restarts and workers.
+  `/.well-known/jwks.json`. Keys live in `CHATKIT_KEYS_DIR` (`<instance>/chatkit_keys/`)
+  as JWK files (0600), created on first use and kept across restarts and workers.
 - `openai`: hosted ChatKit sessions (`codexweb/codex/openai_provider.py`).
 """
 
@@ -49,8 +49,6 @@ ALGORITHM = "EdDSA"
 # CONTRACT.md §4 fixes `alg: EdDSA` (RFC 8037), which every JOSE library verifies; joserfc
 # warns on each use because RFC 9864 prefers the newer name `Ed25519`.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
-
-KEYS_DIRECTORY = "chatkit_keys"
 
 log = logging.getLogger(__name__)
 
@@ -367,11 +365,9 @@ class KeyStore:
         """The keys a verifier may still meet: the current one and recently retired ones."""
         now = now or utcnow()
         keys = self.keys()
-        if not keys:  # e.g. the hosted provider, which never signs anything
-            return []
         return [
             key
-            for key, successor in zip(keys, [*keys[1:], None], strict=True)
+            for key, successor in zip(keys, [*keys[1:], None], strict=False)
             if successor is None or successor.created_at + self.token_ttl > now
         ]
 
@@ -446,7 +442,7 @@ class KeyStore:
 
 def key_store(app: Flask | None = None) -> KeyStore:
     app = app or current_app._get_current_object()
-    return KeyStore(Path(app.instance_path) / KEYS_DIRECTORY, app.config["CHATKIT_TOKEN_TTL"])
+    return KeyStore(Path(app.config["CHATKIT_KEYS_DIR"]), app.config["CHATKIT_TOKEN_TTL"])
 
 
 def jwks() -> dict[str, Any]:

@@ -119,7 +119,9 @@ def _json_object_problem(value: Any) -> str | None:
         return "Must be a JSON object."
     limit = current_app.config["CODEX_CONTEXT_MAX_BYTES"]
     try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        size = len(
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        )
     except (TypeError, ValueError):
         return "Must be a JSON object."
     if size > limit:
