@@ -4,6 +4,7 @@ OpenAI's ChatKit sessions API on loopback (no mocked HTTP client)."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -393,3 +394,30 @@ def test_an_unreachable_service_is_503(app, client, owner, upstream):
     # Closing still works: the cancel is not even needed, nothing was opened upstream.
     closed = client.post(f"/api/codex/sessions/{session['session_id']}/close", headers=owner)
     assert closed.status_code == 200
+
+
+# Waiting for upstream ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hosted_config", [{"CHATKIT_UPSTREAM_TIMEOUT": 20}])
+def test_no_database_write_is_held_while_waiting_for_upstream(app, owner, upstream):
+    """SQLite has one writer at a time: a token request waiting on OpenAI must not hold it,
+    or every other write in the application would queue behind the HTTP call."""
+    minting, other = app.test_client(), app.test_client()
+    session = new_session(other, owner)
+    held = upstream.fail_next("create", "slow")
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(response=token_for(minting, owner, session["session_id"]))
+    )
+    thread.start()
+    try:
+        while not upstream.calls("create"):  # the token request is now waiting on upstream
+            thread.join(0.01)
+        # Meanwhile another request writes: it does not wait for the upstream call.
+        new_session(other, owner, placement="developer-workbench")
+        assert thread.is_alive() and not held.release.is_set()
+    finally:
+        held.release.set()
+        thread.join()
+    assert result["response"].status_code == 200
