@@ -46,6 +46,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_SESSION_CREATE": "10/minute",
         "RATELIMIT_TOKEN": "30/minute",
         "RATELIMIT_HEADERS_ENABLED": True,
+        # flask-limiter would overwrite our 429's Retry-After with its own, rounded differently
+        # from the body's `retry_after` (and add one to every limited 200): give it its own name.
+        "RATELIMIT_HEADER_RETRY_AFTER": "X-RateLimit-Retry-After",
         # Mail
         "MAIL_BACKEND": "console+file",
         "MAIL_FILE_DIR": str(Path(instance_path) / "outbox"),

@@ -17,8 +17,7 @@ from joserfc.errors import BadSignatureError, ExpiredTokenError, JoseError
 from joserfc.jwk import OKPKey
 
 from codexweb.codex import chatkit
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
-    _push_request_context,
+from tests.codex_support import (
     new_session,
     verify_with_jwks,
 )

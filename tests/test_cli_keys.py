@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
-    _push_request_context,
-)
-
 START = datetime(2026, 10, 2, tzinfo=UTC)
 
 

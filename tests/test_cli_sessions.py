@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from codexweb.extensions import db
 from codexweb.models import CodexSession
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
-    _push_request_context,
+from tests.codex_support import (
     new_session,
 )
 

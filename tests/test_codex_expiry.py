@@ -11,8 +11,7 @@ from sqlalchemy import select
 from codexweb.codex import sessions
 from codexweb.extensions import db
 from codexweb.models import ChatKitSession, CodexSession
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
-    _push_request_context,
+from tests.codex_support import (
     new_session,
     snapshot,
 )
@@ -182,3 +181,13 @@ def test_purge_leaves_a_session_resumed_meanwhile_active(app, client, owner, fro
     with app.app_context():
         assert sessions.purge_expired().expired == 0
         assert db.session.get(CodexSession, sid).status == "active"
+
+
+def test_purge_deletes_in_batches(app, client, owner, frozen_clock):
+    frozen_clock(at(0))
+    for _ in range(5):
+        sid = new_session(client, owner)["session_id"]
+        client.post(f"/api/codex/sessions/{sid}/close", headers=owner)
+    with app.app_context():
+        assert sessions._delete_old(at(1), batch=2) == 5
+        assert db.session.scalars(select(CodexSession)).all() == []

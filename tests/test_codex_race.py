@@ -13,7 +13,6 @@ from collections import Counter
 
 import pytest
 
-from codexweb import create_app
 from tests.codex_support import verify_with_jwks
 from tests.servers import REPO, VENV_BIN, serve_gunicorn
 
@@ -45,23 +44,20 @@ def call(url: str, method: str = "GET", body: dict | None = None, token: str | N
 
 
 def verified_user_token(server, email: str) -> str:
-    """Create a verified user with the CLI in the server's environment, and an access token
-    for it signed with the server's secret (what `POST /api/auth/login` would hand out)."""
-    created = subprocess.run(
+    """Create a verified user with the CLI in the server's environment, then log in."""
+    subprocess.run(
         [str(VENV_BIN / "flask"), "--app", "codexweb", "users", "create", email]
         + ["--password", PASSWORD, "--verified"],
         cwd=REPO,
         env=server.env,
         capture_output=True,
-        text=True,
         check=True,
     )
-    user_id = created.stdout.split()[1]
-    app = create_app({"SECRET_KEY": server.env["CODEXWEB_SECRET_KEY"], "TESTING": True})
-    from codexweb.auth.tokens import issue_access_token
-
-    with app.app_context():
-        return issue_access_token(user_id)
+    status, body = call(
+        server.url + "/api/auth/login", "POST", {"email": email, "password": PASSWORD}
+    )
+    assert status == 200 and body["email_verified"] is True, body
+    return body["access_token"]
 
 
 def active_rows(server) -> list[tuple]:
