@@ -22,6 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         instance_path=instance_path_from_env(),
     )
     load_config(app, test_config)
+    validate_chatkit_config(app)
     logging.init_app(app)
     register_extensions(app)
     register_blueprints(app)
@@ -30,6 +31,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_cli(app)
     register_proxy_fix(app)
     return app
+
+
+def validate_chatkit_config(app: Flask) -> None:
+    """Refuse to start with a ChatKit provider configuration that cannot work."""
+    from .codex.openai_provider import validate_chatkit_config
+
+    validate_chatkit_config(app.config)
 
 
 def register_extensions(app: Flask) -> None:

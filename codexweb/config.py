@@ -93,6 +93,14 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
         "CHATKIT_CSP_ORIGINS": [],
+        # A self-hosted ChatKit server (local provider): where the page's ChatKit talks to.
+        "CHATKIT_API_URL": None,
+        "CHATKIT_DOMAIN_KEY": None,
+        # Hosted ChatKit (CHATKIT_PROVIDER=openai): OpenAI's ChatKit sessions API.
+        "OPENAI_API_KEY": None,
+        "CHATKIT_API_BASE": "https://api.openai.com",
+        "CHATKIT_UPSTREAM_TIMEOUT": 10,
+        "CHATKIT_RATE_LIMIT_PER_MINUTE": 10,
         # Secure cookies: None means "only in production"; set True/False to override.
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
