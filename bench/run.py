@@ -132,6 +132,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", help=f"comma-separated scenarios among {','.join(scenarios.SCENARIO_KEYS)}"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (server logs)")
+    parser.add_argument(
+        "--profile",
+        help="after the rounds, measure these scenarios once more under py-spy (comma-separated)",
+    )
     return parser.parse_args(argv)
 
 
@@ -186,10 +190,16 @@ def run_plan(plan: Plan, args: argparse.Namespace, workdir: Path, fleet: Fleet) 
     for scenario in runnable:
         for target in targets_of(scenario, targets):
             warm = wrk.Load(load.threads, load.connections, plan.warmup_seconds)
-            measure(scenario, target, warm, round_=0)
+            measure(scenario, target, warm, round_="warmup")
         wrk.run(baseline.url, "requests.lua", baseline_data, load)
     rounds = run_rounds(plan, runnable, targets, baseline, baseline_data, load)
+    profiles = {}
+    if args.profile:
+        wanted = set(args.profile.split(","))
+        for scenario in [s for s in runnable if s.key in wanted]:
+            profiles[scenario.key] = profile(scenario, targets[-1 if scenario.scaled else 0], load)
     return {
+        "profiles": profiles,
         "measurements": rounds,
         "scenarios": report.summarise(chosen, rounds, skipped, [t.name for t in targets]),
         "scale": report.scale_summary(chosen, rounds, skipped, [t.name for t in targets]),
@@ -237,7 +247,7 @@ def start_target(
         app,
         total_sessions=scale,
         api_users=plan.api_users,
-        cycle_rounds=plan.rounds + 2,  # one set for the probe, one for the warm-up
+        cycle_rounds=plan.rounds + 3,  # and one set each for the probe, warm-up and profile
         cycle_users_per_round=plan.connections,
         password_hash=password_hash,
     )
@@ -270,10 +280,13 @@ def prepare_one(scenario: Scenario, target: Target, workdir: Path) -> None:
     population = target.population
     url = target.server.url
     if scenario.key == "cycle":
-        scenarios.probe_cycle(url, population.cycle_users[0][0])
-        for round_, users in enumerate(population.cycle_users[1:]):
-            target.data[f"cycle/{round_}"] = scenarios.write_lines(
-                folder / f"cycle-{round_}.tsv", scenarios.cycle_lines(users)
+        probe_users, *sets = population.cycle_users
+        scenarios.probe_cycle(url, probe_users[0])
+        # Fresh users for every run: a run cut off mid-cycle leaves sessions active.
+        names = ["warmup", *(str(n) for n in range(1, len(sets) - 1)), "profile"]
+        for name, users in zip(names, sets, strict=True):
+            target.data[f"cycle/{name}"] = scenarios.write_lines(
+                folder / f"cycle-{name}.tsv", scenarios.cycle_lines(users)
             )
         return
     if scenario.key == "page":
@@ -290,7 +303,8 @@ def prepare_one(scenario: Scenario, target: Target, workdir: Path) -> None:
 # Measuring -------------------------------------------------------------------------------
 
 
-def measure(scenario: Scenario, target: Target, load: wrk.Load, round_: int) -> wrk.Result:
+def measure(scenario: Scenario, target: Target, load: wrk.Load, round_: str) -> wrk.Result:
+    """One wrk run; `round_` ("warmup", "1"…, "profile") picks the cycle's fresh users."""
     if scenario.key == "cycle":
         data = target.data[f"cycle/{round_}"]
         return wrk.run(target.server.url, "cycle.lua", data, load, [str(load.threads)])
@@ -314,7 +328,7 @@ def run_rounds(
             chosen = targets_of(scenario, targets)
             shift = (round_ - 1) % len(chosen)
             for target in chosen[shift:] + chosen[:shift]:
-                result = measure(scenario, target, load, round_)
+                result = measure(scenario, target, load, str(round_))
                 measurements.append(record(round_, scenario, target.name, result))
                 log(
                     f"  {scenario.key:8} {target.name:>5}: {result.rps:7.0f} req/s "
@@ -322,6 +336,19 @@ def run_rounds(
                     + (f", {result.errors} errors" if result.errors else "")
                 )
     return measurements
+
+
+def profile(scenario: Scenario, target: Target, load: wrk.Load) -> dict:
+    """One more measurement with py-spy sampling both workers; the hottest frames, inclusive."""
+    from . import profiling
+
+    log(f"profiling {scenario.key} on {target.name}")
+    with profiling.sampling(target.server.process.pid) as samples:
+        result = measure(scenario, target, load, round_="profile")
+    summary = profiling.summarise(samples.path)
+    summary["rps_under_profiler"] = round(result.rps, 1)
+    print(profiling.markdown(scenario.label, summary), file=sys.stderr)
+    return summary
 
 
 def record(round_: int, scenario: Scenario, target: str, result: wrk.Result) -> dict:
