@@ -50,11 +50,15 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from .auth.api import bp as auth_api
     from .auth.views import bp as auth_views
+    from .codex.api import bp as codex_api
+    from .codex.api import wellknown
     from .health import bp as health
 
     app.register_blueprint(health)
     app.register_blueprint(auth_api)
     app.register_blueprint(auth_views)
+    app.register_blueprint(codex_api)
+    app.register_blueprint(wellknown)
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -32,5 +32,47 @@ def create_user_command(email: str, password: str, verified: bool) -> None:
     click.echo(f"created {user.id} {user.email} verified={user.email_verified}")
 
 
+sessions_group = AppGroup("sessions", help="Codex session housekeeping.")
+
+
+@sessions_group.command("purge-expired")
+def purge_expired_command() -> None:
+    """Persist lapsed expiries, end their ChatKit sessions, delete rows past retention."""
+    from .codex.chatkit import prune_keys
+    from .codex.sessions import purge_expired
+
+    report = purge_expired()
+    click.echo(report.summary())
+    pruned = prune_keys()
+    if pruned:
+        click.echo(f"pruned {len(pruned)} retired signing key(s): {', '.join(pruned)}")
+
+
+keys_group = AppGroup("keys", help="ChatKit token signing keys.")
+
+
+@keys_group.command("rotate")
+def rotate_keys_command() -> None:
+    """Add a new current signing key; retired ones stay published until their tokens expire."""
+    from .codex.chatkit import rotate_keys
+
+    click.echo(f"new signing key {rotate_keys()}")
+
+
+@keys_group.command("list")
+def list_keys_command() -> None:
+    """Show the signing keys: which one signs, which are still published."""
+    from .codex.chatkit import key_store
+
+    store = key_store()
+    published = {key.kid for key in store.published()}
+    keys = store.keys()
+    for key in keys:
+        role = "current" if key is keys[-1] else "published" if key.kid in published else "expired"
+        click.echo(f"{key.kid} {role} created {key.created_at.isoformat()}")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(users)
+    app.cli.add_command(sessions_group)
+    app.cli.add_command(keys_group)

@@ -1,0 +1,529 @@
+"""The rules of a Codex session's life, in one place for the JSON API, the pages and the CLI.
+
+- At most one **active** session per (user, placement, agent): the partial unique index
+  `uq_codex_sessions_one_active` decides, so concurrent creates cannot both win.
+- Expiry: idle `CODEX_SESSION_IDLE_TTL`, sliding on activity (create, resume, token mint),
+  capped by `CODEX_SESSION_MAX_AGE` from creation. A session past `expires_at` reads
+  `expired` everywhere at once (`effective_status`); `purge_expired` persists that later.
+- Someone else's session, or a deleted one, does not exist for the caller (404).
+
+No `request`, no templates: callers pass the user and plain values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..clock import isoformat, utcnow
+from ..errors import Problem, invalid_request
+from ..extensions import db
+from ..logging import emit
+from ..models import ChatKitSession, CodexSession, User
+
+STATUSES = ("active", "closed", "expired")
+LIMIT_MAX = 100
+LIMIT_DEFAULT = 20
+# A lost race for the one active slot is retried this often when the winner vanished
+# (closed or expired between our insert and our look-up) before giving up with a 503.
+_OPEN_ATTEMPTS = 3
+
+
+class SessionExists(Exception):
+    """An active session for this user + placement + agent already exists: `.session`."""
+
+    def __init__(self, session: CodexSession) -> None:
+        super().__init__(session.id)
+        self.session = session
+
+
+@dataclass(frozen=True)
+class Agent:
+    agent_id: str
+    name: str
+    placements: list[str]
+    workflow_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    expired: int
+    chatkit_ended: int
+    deleted: int
+
+    def summary(self) -> str:
+        return (
+            f"expired {self.expired} session(s), ended {self.chatkit_ended} ChatKit "
+            f"session(s), deleted {self.deleted} old session(s)"
+        )
+
+
+# Agents and placements -------------------------------------------------------------------
+
+
+def available_agents() -> list[Agent]:
+    """The configured agents, each with the configured placements it may be used in."""
+    placements = list(current_app.config["CODEX_PLACEMENTS"])
+    agents = []
+    for agent_id, spec in current_app.config["CODEX_AGENTS"].items():
+        allowed = spec.get("placements") or placements
+        agents.append(
+            Agent(
+                agent_id=agent_id,
+                name=spec.get("name") or agent_id,
+                placements=[name for name in allowed if name in placements],
+                workflow_id=spec.get("workflow_id"),
+            )
+        )
+    return agents
+
+
+def find_agent(agent_id: str) -> Agent | None:
+    return next((agent for agent in available_agents() if agent.agent_id == agent_id), None)
+
+
+def _validate_new_session(
+    placement: Any, agent_id: Any, context: Any, metadata: Any
+) -> list[dict[str, str]]:
+    errors = []
+    placements = current_app.config["CODEX_PLACEMENTS"]
+    agent = find_agent(agent_id) if isinstance(agent_id, str) else None
+    if agent is None:
+        errors.append({"field": "agent_id", "message": "Unknown agent."})
+    if not isinstance(placement, str) or placement not in placements:
+        known = ", ".join(placements)
+        errors.append({"field": "placement", "message": f"Unknown placement; one of: {known}."})
+    elif agent is not None and placement not in agent.placements:
+        errors.append(
+            {"field": "placement", "message": f"Agent {agent.agent_id} is not offered here."}
+        )
+    for field, value in (("context", context), ("metadata", metadata)):
+        message = _json_object_problem(value)
+        if message:
+            errors.append({"field": field, "message": message})
+    return errors
+
+
+def _json_object_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "Must be a JSON object."
+    limit = current_app.config["CODEX_CONTEXT_MAX_BYTES"]
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError):
+        return "Must be a JSON object."
+    if size > limit:
+        return f"Must be at most {limit} bytes as JSON."
+    return None
+
+
+# Time ------------------------------------------------------------------------------------
+
+
+def effective_status(session: CodexSession, now: datetime | None = None) -> str:
+    """The status a user sees: an active session past its expiry is already `expired`."""
+    if session.status == "active" and session.expires_at <= (now or utcnow()):
+        return "expired"
+    return session.status
+
+
+def _expiry(created_at: datetime, now: datetime) -> datetime:
+    config = current_app.config
+    idle = now + timedelta(seconds=config["CODEX_SESSION_IDLE_TTL"])
+    return min(idle, created_at + timedelta(seconds=config["CODEX_SESSION_MAX_AGE"]))
+
+
+def touch(session: CodexSession, *, commit: bool = True) -> bool:
+    """Record activity: slide the idle expiry (capped by the maximum age).
+
+    One conditional UPDATE, so a session closed or expired meanwhile is never revived.
+    Returns False (and changes nothing) when the session is no longer active.
+    """
+    now = utcnow()
+    expires_at = _expiry(session.created_at, now)
+    result = db.session.execute(
+        update(CodexSession)
+        .where(
+            CodexSession.id == session.id,
+            CodexSession.status == "active",
+            CodexSession.expires_at > now,
+        )
+        .values(last_active_at=now, expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
+    session.last_active_at = now
+    session.expires_at = expires_at
+    db.session.flush()
+    if commit:
+        db.session.commit()
+    return True
+
+
+# Opening ---------------------------------------------------------------------------------
+
+
+def open_session(
+    user: User,
+    *,
+    placement: str,
+    agent_id: str,
+    context: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> CodexSession:
+    """Create the user's active session for this placement and agent.
+
+    Raises `invalid_request` (422) for an unknown agent or placement or a bad context, and
+    `SessionExists` with the winner when an active session already holds the slot.
+    """
+    errors = _validate_new_session(placement, agent_id, context, metadata)
+    if errors:
+        raise invalid_request(errors)
+    for _ in range(_OPEN_ATTEMPTS):
+        try:
+            session = _insert_session(user, placement, agent_id, context or {}, metadata or {})
+        except IntegrityError:
+            db.session.rollback()
+            winner = resolve_current(user, placement=placement, agent_id=agent_id)
+            if winner is None:
+                continue  # the winner ended in between: the slot is free again
+            emit("codex.session.conflict", **_event_fields(winner))
+            raise SessionExists(winner) from None
+        emit("codex.session.created", **_event_fields(session))
+        return session
+    raise Problem(503, "unavailable", "Could not start the session; please retry.")
+
+
+def _insert_session(
+    user: User, placement: str, agent_id: str, context: dict, metadata: dict
+) -> CodexSession:
+    from .chatkit import get_provider  # chatkit imports this module: import at call time
+
+    now = utcnow()
+    # The index counts stored statuses: an active row past its expiry would block the new
+    # session, so persist its expiry first, in the same transaction as the insert.
+    stale = _expire_stale(user.id, placement, agent_id, now)
+    session = CodexSession(
+        user_id=user.id,
+        placement=placement,
+        agent_id=agent_id,
+        context=context,
+        meta=metadata,
+        status="active",
+        created_at=now,
+        last_active_at=now,
+        expires_at=_expiry(now, now),
+    )
+    db.session.add(session)
+    db.session.flush()  # IntegrityError here when another active session holds the slot
+    get_provider().open_record(session)
+    db.session.commit()
+    for expired in stale:
+        emit("codex.session.expired", **_event_fields(expired))
+    return session
+
+
+def _expire_stale(user_id: str, placement: str, agent_id: str, now: datetime) -> list:
+    stale = db.session.scalars(
+        select(CodexSession).where(
+            CodexSession.user_id == user_id,
+            CodexSession.placement == placement,
+            CodexSession.agent_id == agent_id,
+            CodexSession.status == "active",
+            CodexSession.expires_at <= now,
+        )
+    ).all()
+    for session in stale:
+        session.status = "expired"
+        _end_chatkit_sessions(session)
+    db.session.flush()
+    return list(stale)
+
+
+# Reading ---------------------------------------------------------------------------------
+
+
+def resolve_current(
+    user: User, *, placement: str | None = None, agent_id: str | None = None
+) -> CodexSession | None:
+    """The user's most recently active, unexpired session matching the filters."""
+    query = select(CodexSession).where(
+        CodexSession.user_id == user.id,
+        CodexSession.status == "active",
+        CodexSession.expires_at > utcnow(),
+        CodexSession.deleted_at.is_(None),
+    )
+    if placement is not None:
+        query = query.where(CodexSession.placement == placement)
+    if agent_id is not None:
+        query = query.where(CodexSession.agent_id == agent_id)
+    query = query.order_by(
+        CodexSession.last_active_at.desc(), CodexSession.created_at.desc(), CodexSession.id
+    )
+    return db.session.scalars(query.limit(1)).first()
+
+
+def session_not_found() -> Problem:
+    return Problem(404, "session_not_found", "No such session.")
+
+
+def get_owned_session(user: User, session_id: Any) -> CodexSession:
+    """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
+    if not isinstance(session_id, str) or not session_id or len(session_id) > 40:
+        raise session_not_found()
+    session = db.session.scalars(
+        select(CodexSession).where(
+            CodexSession.id == session_id,
+            CodexSession.user_id == user.id,
+            CodexSession.deleted_at.is_(None),
+        )
+    ).first()
+    if session is None:
+        raise session_not_found()
+    return session
+
+
+def list_sessions(
+    user: User, *, status: str | None = None, limit: int = LIMIT_DEFAULT, cursor: str | None = None
+) -> tuple[list[CodexSession], str | None]:
+    """The user's sessions, newest first, one page at a time.
+
+    Keyset pagination on (created_at, id): a session created while a client pages through
+    the list lands before the first page and never shifts or repeats later pages.
+    """
+    errors = []
+    if status is not None and status not in STATUSES:
+        errors.append({"field": "status", "message": f"One of: {', '.join(STATUSES)}."})
+    if not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
+        errors.append({"field": "limit", "message": f"An integer from 1 to {LIMIT_MAX}."})
+    after = None
+    if cursor is not None:
+        after = decode_cursor(cursor)
+        if after is None:
+            errors.append({"field": "cursor", "message": "Not a cursor this API returned."})
+    if errors:
+        raise invalid_request(errors)
+
+    query = select(CodexSession).where(
+        CodexSession.user_id == user.id, CodexSession.deleted_at.is_(None)
+    )
+    if status is not None:
+        query = query.where(_status_filter(status, utcnow()))
+    rows = db.session.scalars(
+        _page(query, CodexSession.created_at, CodexSession.id, after, limit)
+    ).all()
+    return page_with_cursor(list(rows), limit)
+
+
+def _status_filter(status: str, now: datetime):
+    lapsed = and_(CodexSession.status == "active", CodexSession.expires_at <= now)
+    if status == "active":
+        return and_(CodexSession.status == "active", CodexSession.expires_at > now)
+    if status == "expired":
+        return or_(CodexSession.status == "expired", lapsed)
+    return CodexSession.status == status
+
+
+def _page(query, created_column, id_column, after: tuple[datetime, str] | None, limit: int):
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            or_(
+                created_column < created_at,
+                and_(created_column == created_at, id_column < row_id),
+            )
+        )
+    # One extra row tells whether another page exists.
+    return query.order_by(created_column.desc(), id_column.desc()).limit(limit + 1)
+
+
+def page_with_cursor(rows: list, limit: int) -> tuple[list, str | None]:
+    """Trim the look-ahead row; the cursor points after the last row returned."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.astimezone(UTC).isoformat(), row_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
+    """The (created_at, id) a cursor stands for, or None for anything we did not issue."""
+    if not isinstance(cursor, str) or len(cursor) > 200:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, row_id = json.loads(raw)
+        created_at = datetime.fromisoformat(created)
+    except (binascii.Error, ValueError, TypeError):
+        return None
+    if created_at.tzinfo is None or not isinstance(row_id, str):
+        return None
+    return created_at, row_id
+
+
+def parse_limit(limit: Any) -> int:
+    """A query-string `limit` as an int (422 when it is not one); its range is checked later."""
+    if limit is None or limit == "":
+        return LIMIT_DEFAULT
+    try:
+        return int(limit)
+    except (TypeError, ValueError):
+        raise invalid_request(
+            [{"field": "limit", "message": f"An integer from 1 to {LIMIT_MAX}."}]
+        ) from None
+
+
+# Ending ----------------------------------------------------------------------------------
+
+
+def close_session(user: User, session_id: str) -> CodexSession:
+    """Close the caller's session. Idempotent: closing a closed session changes nothing.
+
+    An expired session is closed too: the user's explicit "close" is the last word.
+    """
+    session = get_owned_session(user, session_id)
+    if session.status == "closed":
+        return session
+    session.status = "closed"
+    session.closed_at = utcnow()
+    _end_chatkit_sessions(session)
+    db.session.commit()
+    emit("codex.session.closed", **_event_fields(session))
+    return session
+
+
+def delete_session(user: User, session_id: str) -> None:
+    """Close the caller's session and hide it from every read for good (404 from now on)."""
+    session = get_owned_session(user, session_id)
+    now = utcnow()
+    if session.status == "active":
+        session.status = "closed"
+        session.closed_at = now
+    session.deleted_at = now
+    _end_chatkit_sessions(session)
+    db.session.commit()
+    emit("codex.session.deleted", **_event_fields(session))
+
+
+def _end_chatkit_sessions(session: CodexSession) -> int:
+    """End the ChatKit side of a Codex session that is no longer active."""
+    from .chatkit import end_chatkit_sessions  # chatkit imports this module
+
+    return end_chatkit_sessions(session)
+
+
+# Housekeeping ----------------------------------------------------------------------------
+
+
+def purge_expired(now: datetime | None = None) -> PurgeReport:
+    """Persist lapsed expiries, end their ChatKit sessions, delete what retention allows."""
+    from .chatkit import end_chatkit_sessions
+
+    now = now or utcnow()
+    lapsed = db.session.scalars(
+        select(CodexSession).where(CodexSession.status == "active", CodexSession.expires_at <= now)
+    ).all()
+    expired = []
+    for session in lapsed:
+        # Conditional: a session resumed by a request since we read it stays active.
+        result = db.session.execute(
+            update(CodexSession)
+            .where(
+                CodexSession.id == session.id,
+                CodexSession.status == "active",
+                CodexSession.expires_at <= now,
+            )
+            .values(status="expired")
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            expired.append(session)
+    db.session.commit()
+    for session in expired:
+        db.session.refresh(session)
+        emit("codex.session.expired", **_event_fields(session))
+
+    ended = 0
+    leftovers = db.session.scalars(
+        select(CodexSession)
+        .join(ChatKitSession, ChatKitSession.codex_session_id == CodexSession.id)
+        .where(
+            CodexSession.status != "active",
+            or_(ChatKitSession.status == "active", ChatKitSession.cancel_pending.is_(True)),
+        )
+        .distinct()
+    ).all()
+    for session in leftovers:
+        ended += end_chatkit_sessions(session)
+    db.session.commit()
+
+    deleted = _delete_old(now - timedelta(seconds=current_app.config["CODEX_SESSION_RETENTION"]))
+    return PurgeReport(expired=len(expired), chatkit_ended=ended, deleted=deleted)
+
+
+def _delete_old(cutoff: datetime) -> int:
+    old = or_(
+        CodexSession.deleted_at < cutoff,
+        and_(CodexSession.status == "closed", CodexSession.closed_at < cutoff),
+        and_(CodexSession.status == "expired", CodexSession.expires_at < cutoff),
+    )
+    ids = db.session.scalars(select(CodexSession.id).where(old)).all()
+    if not ids:
+        return 0
+    # Explicit child delete: SQLite enforces ON DELETE CASCADE only with a pragma.
+    db.session.execute(delete(ChatKitSession).where(ChatKitSession.codex_session_id.in_(ids)))
+    db.session.execute(delete(CodexSession).where(CodexSession.id.in_(ids)))
+    db.session.commit()
+    return len(ids)
+
+
+# Shapes and events -----------------------------------------------------------------------
+
+
+def session_json(session: CodexSession, now: datetime | None = None) -> dict[str, Any]:
+    """The SESSION shape of CONTRACT.md §4."""
+    return {
+        "session_id": session.id,
+        "status": effective_status(session, now),
+        "placement": session.placement,
+        "agent_id": session.agent_id,
+        "context": session.context or {},
+        "metadata": session.meta or {},
+        "created_at": isoformat(session.created_at),
+        "last_active_at": isoformat(session.last_active_at),
+        "expires_at": isoformat(session.expires_at),
+        "closed_at": isoformat(session.closed_at),
+    }
+
+
+def current_url(placement: str, agent_id: str) -> str:
+    """Where a client finds the session that holds a slot (the 409's `current`)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"placement": placement, "agent_id": agent_id})
+    return f"/api/codex/sessions/current?{query}"
+
+
+def _event_fields(session: CodexSession) -> dict[str, Any]:
+    return {
+        "user_id": session.user_id,
+        "session_id": session.id,
+        "placement": session.placement,
+        "agent_id": session.agent_id,
+    }
