@@ -62,8 +62,9 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
-    from .auth.guards import enforce_csrf
+    from .auth.guards import enforce_csrf, forget_previous_user
 
+    app.before_request(forget_previous_user)
     app.before_request(enforce_csrf)
 
 

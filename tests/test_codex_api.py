@@ -679,20 +679,7 @@ def owners_session(client, owner):
     return new_session(client, owner)["session_id"]
 
 
-BODILESS_POSTS_NEED_CSRF = pytest.mark.xfail(
-    strict=True,
-    reason="auth.guards.csrf_required demands a CSRF token from a bodiless, cookieless "
-    "POST/DELETE (not JSON), so anonymous API clients get 403 csrf_failed instead of 401",
-)
-
-
-@pytest.mark.parametrize(
-    "endpoint",
-    [
-        pytest.param(name, marks=BODILESS_POSTS_NEED_CSRF) if name in ("close", "delete") else name
-        for name in ENDPOINTS
-    ],
-)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_anonymous_callers_get_401_with_www_authenticate(client, owners_session, endpoint):
     before = snapshot(client.application)
     response = _call(client, endpoint, owners_session, {})

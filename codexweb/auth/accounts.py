@@ -1,15 +1,53 @@
-"""Account rules: creating users, checking passwords, loading the user of a login session."""
+"""Account rules, shared by the JSON API, the pages and the CLI.
+
+Registering, checking a password, verifying an email address, the refresh-token families
+(rotation and reuse detection) and password resets each live in exactly one function here.
+The functions commit their own changes, raise `AccountError`/`TokenError` for the caller to
+render, and emit the structured events of CONTRACT.md §7 (ids only: never a password, a token
+or a link).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+
+from flask import current_app
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..clock import utcnow
 from ..extensions import db
-from ..models import User
+from ..logging import emit
+from ..models import RefreshToken, User
+from . import mail
+from .tokens import (
+    TokenError,
+    fingerprint,
+    issue_access_token,
+    read_reset_token,
+    read_verification_token,
+)
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 256
+
+
+class AccountError(Exception):
+    """A rule said no; `code` is a CONTRACT.md §5 code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# Users and passwords ---------------------------------------------------------------------
 
 
 def normalise_email(email: str) -> str:
@@ -23,6 +61,12 @@ def hash_password(password: str) -> str:
 
 def password_matches(user: User, password: str) -> bool:
     return check_password_hash(user.password_hash, password)
+
+
+@cache
+def _dummy_password_hash() -> str:
+    # Checked against when the email is unknown, so both failures cost one scrypt.
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def find_user_by_email(email: str) -> User | None:
@@ -45,3 +89,248 @@ def create_user(email: str, password: str, *, verified: bool = False) -> User:
 def load_user(user_id: str) -> User | None:
     """flask-login's user loader."""
     return db.session.get(User, user_id)
+
+
+def register_user(email: str, password: str) -> User:
+    """Create an unverified account and send its verification email.
+
+    A taken address is `email_taken`, also when two registrations race (the unique index
+    decides). A mail failure does not lose the account: it is logged, and the user can ask
+    for another email.
+    """
+    if find_user_by_email(email) is not None:
+        raise AccountError("email_taken")
+    user = create_user(email, password)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise AccountError("email_taken") from None
+    emit("auth.user.registered", user_id=user.id)
+    send_verification(user)
+    return user
+
+
+def authenticate(email: str, password: str) -> User:
+    """The user with that email and password, or `invalid_credentials`.
+
+    An unknown email and a wrong password cost the same (one scrypt) and look the same.
+    """
+    user = find_user_by_email(email)
+    if user is None:
+        check_password_hash(_dummy_password_hash(), password)
+        emit("auth.login.failed", logging.WARNING, user_id=None, reason="unknown_email")
+        raise AccountError("invalid_credentials")
+    if not password_matches(user, password):
+        emit("auth.login.failed", logging.WARNING, user_id=user.id, reason="wrong_password")
+        raise AccountError("invalid_credentials")
+    return user
+
+
+# Email verification ----------------------------------------------------------------------
+
+
+def send_verification(user: User) -> bool:
+    """Mail a fresh verification link to an unverified user; False when sending failed."""
+    if user.email_verified:
+        return False
+    return mail.send_verification_email(user)
+
+
+def resend_verification_to(email: str) -> None:
+    """Resend for an address given by an anonymous caller; silent about unknown addresses."""
+    user = find_user_by_email(email)
+    if user is not None:
+        send_verification(user)
+
+
+def verify_email(token: str) -> User:
+    """Mark the token's user verified; idempotent. `TokenError` for a bad or expired token.
+
+    The token is bound to the address it was sent to: once the address changes, old links
+    are `token_invalid`. Verifying never touches logins or tokens.
+    """
+    claim = read_verification_token(token)
+    user = db.session.get(User, claim.user_id)
+    if user is None or not hmac.compare_digest(claim.email_fingerprint, fingerprint(user.email)):
+        raise TokenError("token_invalid")
+    if not user.email_verified:
+        user.email_verified_at = utcnow()
+        db.session.commit()
+        emit("auth.email.verified", user_id=user.id)
+    return user
+
+
+# Access and refresh tokens ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """What a login or a refresh hands out. `refresh_token` is the raw cookie value."""
+
+    user: User
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    family_id: str
+
+    @property
+    def expires_at(self):
+        return utcnow() + timedelta(seconds=self.expires_in)
+
+
+def _hash_refresh(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _new_refresh_token(user: User, family_id: str) -> str:
+    raw = secrets.token_urlsafe(32)
+    db.session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id,
+            token_hash=_hash_refresh(raw),
+            expires_at=utcnow() + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"]),
+        )
+    )
+    return raw
+
+
+def _grant(user: User, refresh_token: str, family_id: str) -> AccessGrant:
+    return AccessGrant(
+        user=user,
+        access_token=issue_access_token(user.id),
+        expires_in=int(current_app.config["ACCESS_TOKEN_TTL"]),
+        refresh_token=refresh_token,
+        family_id=family_id,
+    )
+
+
+def start_refresh_family(user: User, *, via: str) -> AccessGrant:
+    """A successful login: a new refresh-token family and an access token."""
+    family_id = "rtf_" + secrets.token_urlsafe(16)
+    raw = _new_refresh_token(user, family_id)
+    db.session.commit()
+    emit("auth.login.succeeded", user_id=user.id, via=via, email_verified=user.email_verified)
+    return _grant(user, raw, family_id)
+
+
+def rotate_refresh_token(raw: str | None) -> AccessGrant:
+    """Trade a refresh token for a new one and a new access token.
+
+    A token that was already rotated is a stolen or replayed copy: its whole family is revoked
+    (`refresh_reused`), which logs out the thief and the owner alike. The rotation itself is a
+    conditional UPDATE, so of two concurrent refreshes with one token exactly one wins.
+    """
+    record = _find_refresh(raw)
+    if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
+        raise AccountError("refresh_invalid")
+    if record.rotated_at is not None:
+        _reuse_detected(record)
+    claimed = db.session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.id == record.id,
+            RefreshToken.rotated_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(rotated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        db.session.rollback()
+        _reuse_detected(record)
+    user = db.session.get(User, record.user_id)
+    new_raw = _new_refresh_token(user, record.family_id)
+    db.session.commit()
+    emit("auth.token.refreshed", user_id=user.id, family_id=record.family_id)
+    return _grant(user, new_raw, record.family_id)
+
+
+def _reuse_detected(record: RefreshToken) -> None:
+    revoke_family(record.family_id)
+    emit(
+        "auth.refresh.reuse_detected",
+        logging.WARNING,
+        user_id=record.user_id,
+        family_id=record.family_id,
+    )
+    raise AccountError("refresh_reused")
+
+
+def _find_refresh(raw: str | None) -> RefreshToken | None:
+    if not raw or len(raw) > 512:
+        return None
+    return db.session.execute(
+        db.select(RefreshToken).where(RefreshToken.token_hash == _hash_refresh(raw))
+    ).scalar_one_or_none()
+
+
+def revoke_family(family_id: str) -> None:
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def log_out(*, user_id: str | None, refresh_token: str | None, family_id: str | None) -> None:
+    """End one login: revoke its refresh-token family (found by cookie or remembered id)."""
+    record = _find_refresh(refresh_token)
+    family = record.family_id if record else family_id
+    if family:
+        revoke_family(family)
+    emit("auth.logout", user_id=user_id or (record.user_id if record else None))
+
+
+def revoke_all_refresh_tokens(user: User) -> None:
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+# Password reset --------------------------------------------------------------------------
+
+
+def request_password_reset(email: str) -> None:
+    """Mail a reset link to a known address; say nothing either way (no enumeration)."""
+    user = find_user_by_email(email)
+    emit("auth.password.reset_requested", user_id=user.id if user else None)
+    if user is not None:
+        mail.send_password_reset_email(user)
+
+
+def check_reset_token(token: str) -> User:
+    """The user a reset token is for, while it is unused and fresh; `TokenError` otherwise.
+
+    The token is bound to the password hash it was issued against: once the password
+    changes (by this reset or any other), the token is `token_invalid`.
+    """
+    claim = read_reset_token(token)
+    user = db.session.get(User, claim.user_id)
+    if user is None or not hmac.compare_digest(
+        claim.password_fingerprint, fingerprint(user.password_hash)
+    ):
+        raise TokenError("token_invalid")
+    return user
+
+
+def reset_password(token: str, new_password: str) -> User:
+    """Set a new password with a reset token; every refresh token of the user dies.
+
+    The link reached the user's inbox, which proves the address as well as a verification
+    link would: an unverified account becomes verified.
+    """
+    user = check_reset_token(token)
+    user.password_hash = hash_password(new_password)
+    if not user.email_verified:
+        user.email_verified_at = utcnow()
+    revoke_all_refresh_tokens(user)
+    db.session.commit()
+    emit("auth.password.reset", user_id=user.id)
+    return user

@@ -1,16 +1,172 @@
-"""Accounts JSON API under /api/auth (CONTRACT.md §3)."""
+"""Accounts JSON API under /api/auth (CONTRACT.md §3).
+
+Each view parses its body (`schemas.parse_body`), calls one rule of `accounts`, and renders
+the result; the rules' refusals become problems here.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
-from .guards import current_request_user, require_user
-from .schemas import user_json
+from ..clock import isoformat
+from ..errors import Problem, render_problem
+from . import accounts
+from .accounts import AccessGrant, AccountError
+from .cookies import (
+    clear_refresh_cookie,
+    end_login_session,
+    refresh_cookie_value,
+    remembered_family,
+    set_refresh_cookie,
+)
+from .guards import authentication_required, current_request_user, require_user
+from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .schemas import (
+    EmailBody,
+    LoginBody,
+    RegisterBody,
+    ResetPasswordBody,
+    TokenBody,
+    parse_body,
+    user_json,
+)
+from .tokens import TokenError
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/auth")
+
+_ACCOUNT_PROBLEMS = {
+    "email_taken": (409, "email_taken", "An account with this email address already exists."),
+    "invalid_credentials": (401, "invalid_credentials", "The email or password is wrong."),
+}
+_TOKEN_DETAILS = {
+    "token_expired": "This link has expired; ask for a new one.",
+    "token_invalid": "This link is not valid (it may have been used already).",
+}
+
+
+def account_problem(error: AccountError) -> Problem:
+    if error.code in ("refresh_invalid", "refresh_reused"):
+        return authentication_required("The refresh token is invalid, expired or revoked.")
+    status, code, detail = _ACCOUNT_PROBLEMS[error.code]
+    return Problem(status, code, detail)
+
+
+def token_problem(error: TokenError) -> Problem:
+    return Problem(400, error.code, _TOKEN_DETAILS[error.code])
+
+
+def grant_json(grant: AccessGrant) -> dict:
+    return {
+        "access_token": grant.access_token,
+        "token_type": "Bearer",
+        "expires_in": grant.expires_in,
+        "expires_at": isoformat(grant.expires_at),
+        "email_verified": grant.user.email_verified,
+        "user": user_json(grant.user),
+    }
+
+
+def _accepted() -> tuple[Response, int]:
+    return jsonify(status="accepted"), 202
+
+
+@bp.post("/register")
+@register_limit
+def register():
+    body = parse_body(RegisterBody)
+    try:
+        user = accounts.register_user(body.email, body.password)
+    except AccountError as error:
+        raise account_problem(error) from None
+    return jsonify(user=user_json(user)), 201
+
+
+@bp.post("/login")
+@login_limit
+def login():
+    body = parse_body(LoginBody)
+    try:
+        user = accounts.authenticate(body.email, body.password)
+    except AccountError as error:
+        raise account_problem(error) from None
+    grant = accounts.start_refresh_family(user, via="api")
+    response = jsonify(grant_json(grant))
+    set_refresh_cookie(response, grant)
+    return response
+
+
+@bp.post("/refresh")
+def refresh():
+    try:
+        grant = accounts.rotate_refresh_token(refresh_cookie_value())
+    except AccountError as error:
+        # The cookie is dead either way: tell the browser to drop it.
+        response = render_problem(account_problem(error))
+        clear_refresh_cookie(response)
+        return response
+    response = jsonify(grant_json(grant))
+    set_refresh_cookie(response, grant)
+    return response
+
+
+@bp.post("/logout")
+def logout():
+    try:
+        user = current_request_user()
+    except Problem:
+        user = None  # an expired access token must not stop anyone from logging out
+    accounts.log_out(
+        user_id=user.id if user else None,
+        refresh_token=refresh_cookie_value(),
+        family_id=remembered_family(),
+    )
+    end_login_session()
+    response = Response(status=204)
+    clear_refresh_cookie(response)
+    return response
 
 
 @bp.get("/me")
 @require_user
 def me():
     return jsonify(user=user_json(current_request_user()))
+
+
+@bp.post("/verify-email")
+def verify_email():
+    body = parse_body(TokenBody)
+    try:
+        user = accounts.verify_email(body.token)
+    except TokenError as error:
+        raise token_problem(error) from None
+    return jsonify(user=user_json(user))
+
+
+@bp.post("/verify-email/resend")
+@resend_limit
+def resend_verification():
+    """202 always: for the logged-in user, or for `{email}` without saying if it exists."""
+    user = current_request_user()
+    if user is not None:
+        accounts.send_verification(user)
+    else:
+        accounts.resend_verification_to(parse_body(EmailBody).email)
+    return _accepted()
+
+
+@bp.post("/password/forgot")
+@password_reset_limit
+def forgot_password():
+    accounts.request_password_reset(parse_body(EmailBody).email)
+    return _accepted()
+
+
+@bp.post("/password/reset")
+@password_reset_limit
+def reset_password():
+    body = parse_body(ResetPasswordBody)
+    try:
+        user = accounts.reset_password(body.token, body.password)
+    except TokenError as error:
+        raise token_problem(error) from None
+    return jsonify(user=user_json(user))

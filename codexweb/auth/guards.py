@@ -29,11 +29,27 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #   (never sent cross-site) and scoped to /api/auth; its answer is unreadable cross-origin.
 CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh"})
 
+# Content types a cross-site HTML form can send without a CORS preflight.
+CROSS_SITE_FORM_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
 _UNRESOLVED = object()
 
 
 def authentication_required(detail: str = "Log in to continue.") -> Problem:
     return Problem(401, "authentication_required", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forget_previous_user() -> None:
+    """Resolve each request's user afresh (a before_request hook).
+
+    `g` belongs to the app context, which can outlive a request: pytest-flask keeps one open
+    across every request of a test, and flask-login memoises `g._login_user` there too.
+    """
+    g.pop("_codexweb_user", None)
+    g.pop("auth_method", None)
+    g.pop("_login_user", None)
 
 
 def current_request_user() -> User | None:
@@ -97,16 +113,18 @@ def require_verified(view: F) -> F:
 
 
 def csrf_required() -> bool:
-    """Unsafe requests need a CSRF token unless they carry a Bearer token or no cookie at all.
+    """Unsafe requests need a CSRF token unless they carry a Bearer token, or carry neither a
+    cookie nor a body a browser could send cross-site.
 
-    A script posting JSON with no cookies has no ambient authority to abuse; a browser always
-    sends its cookies (and form posts are checked even before login, against login CSRF).
+    A script posting JSON (or nothing) without cookies has no ambient authority to abuse. A
+    browser always sends its cookies, and a cross-site form can only send the "simple" content
+    types, so those are checked even without a cookie (login CSRF on a first visit).
     """
     if request.method in SAFE_METHODS or not current_app.config.get("WTF_CSRF_ENABLED", True):
         return False
     if bearer_token() is not None or request.endpoint in CSRF_EXEMPT_ENDPOINTS:
         return False
-    return bool(request.cookies) or not request.is_json
+    return bool(request.cookies) or request.mimetype in CROSS_SITE_FORM_TYPES
 
 
 def enforce_csrf() -> None:
