@@ -88,6 +88,10 @@ class Target:
     def name(self) -> str:
         return report.scale_label(self.scale)
 
+    @property
+    def health_url(self) -> str:
+        return self.server.url + "/healthz"
+
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -307,8 +311,11 @@ def measure(scenario: Scenario, target: Target, load: wrk.Load, round_: str) -> 
     """One wrk run; `round_` ("warmup", "1"…, "profile") picks the cycle's fresh users."""
     if scenario.key == "cycle":
         data = target.data[f"cycle/{round_}"]
-        return wrk.run(target.server.url, "cycle.lua", data, load, [str(load.threads)])
-    return wrk.run(target.server.url, scenario.script, target.data[scenario.key], load)
+        return wrk.run(
+            target.server.url, "cycle.lua", data, load, [str(load.threads)], target.health_url
+        )
+    data = target.data[scenario.key]
+    return wrk.run(target.server.url, scenario.script, data, load, drain_url=target.health_url)
 
 
 def run_rounds(

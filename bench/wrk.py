@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -67,8 +69,15 @@ def request_line(method: str, path: str, body: str = "", headers: dict[str, str]
     return "\t".join(fields)
 
 
-def run(url: str, script: str, data_file: Path, load: Load, extra_args: list[str] | None = None):
-    """Run wrk once against `url` and return its summary."""
+def run(
+    url: str,
+    script: str,
+    data_file: Path,
+    load: Load,
+    extra_args: list[str] | None = None,
+    drain_url: str | None = None,
+) -> Result:
+    """Run wrk once against `url`, wait for the server to drain, and return the summary."""
     command = [
         wrk_path(),
         f"-t{load.threads}",
@@ -89,7 +98,28 @@ def run(url: str, script: str, data_file: Path, load: Load, extra_args: list[str
         text=True,
         timeout=load.seconds + load.timeout_seconds + 30,
     )
-    return parse(completed.stdout, completed.stderr, completed.returncode)
+    result = parse(completed.stdout, completed.stderr, completed.returncode)
+    drain(drain_url or url)
+    return result
+
+
+def drain(url: str, timeout: float = 120) -> None:
+    """Wait until the server has answered everything wrk left queued when it stopped.
+
+    wrk stops on time, but the requests it had sent wait in the listen backlog; gunicorn's sync
+    workers take connections in order, so once a fresh request is answered the backlog is gone
+    and the next measurement starts on an idle server.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                response.read()
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def parse(stdout: str, stderr: str = "", returncode: int = 0) -> Result:
