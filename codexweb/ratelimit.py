@@ -46,4 +46,6 @@ def retry_after_seconds(limiter: Limiter) -> int:
     limit = limiter.current_limit
     if limit is None:
         return 60
-    return max(1, math.ceil(limit.reset_at - time.time()))
+    # `limit.reset_at` is flask-limiter's int(reset + 1); the window's own reset time keeps a
+    # 60 s window at Retry-After <= 60.
+    return max(1, math.ceil(limit.window.reset_time - time.time()))
