@@ -286,6 +286,9 @@ def get_owned_session(user: User, session_id: Any) -> CodexSession:
     """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
     if not isinstance(session_id, str) or not session_id or len(session_id) > 40:
         raise session_not_found()
+    # PostgreSQL refuses NUL in text (DataError, a 500) where SQLite just finds no row.
+    if "\x00" in session_id:
+        raise session_not_found()
     session = db.session.scalars(
         select(CodexSession).where(
             CodexSession.id == session_id,
