@@ -37,6 +37,8 @@ from ..extensions import db
 from ..logging import emit
 from ..models import ChatKitSession, CodexSession, User
 from .sessions import (
+    LIMIT_DEFAULT,
+    LIMIT_MAX,
     decode_cursor,
     effective_status,
     get_owned_session,
@@ -260,12 +262,16 @@ def end_chatkit_sessions(session: CodexSession) -> int:
 
 
 def list_chatkit_sessions(
-    user: User, *, session_id: str | None = None, limit: int = 20, cursor: str | None = None
+    user: User,
+    *,
+    session_id: str | None = None,
+    limit: int = LIMIT_DEFAULT,
+    cursor: str | None = None,
 ) -> tuple[list[tuple[ChatKitSession, CodexSession]], str | None]:
     """The caller's ChatKit sessions (of sessions not deleted), newest first, keyset paged."""
     errors = []
-    if not 1 <= limit <= 100:
-        errors.append({"field": "limit", "message": "An integer from 1 to 100."})
+    if not 1 <= limit <= LIMIT_MAX:
+        errors.append({"field": "limit", "message": f"An integer from 1 to {LIMIT_MAX}."})
     after = decode_cursor(cursor) if cursor is not None else None
     if cursor is not None and after is None:
         errors.append({"field": "cursor", "message": "Not a cursor this API returned."})

@@ -18,10 +18,12 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import current_app
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..clock import isoformat, utcnow
 from ..errors import Problem, invalid_request
@@ -164,11 +166,10 @@ def touch(session: CodexSession, *, commit: bool = True) -> bool:
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        db.session.rollback()
         return False
-    session.last_active_at = now
-    session.expires_at = expires_at
-    db.session.flush()
+    # The row is already written: update the loaded object without a second UPDATE.
+    set_committed_value(session, "last_active_at", now)
+    set_committed_value(session, "expires_at", expires_at)
     if commit:
         db.session.commit()
     return True
@@ -520,8 +521,6 @@ def session_json(session: CodexSession, now: datetime | None = None) -> dict[str
 
 def current_url(placement: str, agent_id: str) -> str:
     """Where a client finds the session that holds a slot (the 409's `current`)."""
-    from urllib.parse import urlencode
-
     query = urlencode({"placement": placement, "agent_id": agent_id})
     return f"/api/codex/sessions/current?{query}"
 
