@@ -19,11 +19,12 @@
 import json
 import multiprocessing
 import os
-import re
 import sys
 import time
 
 from gunicorn.glogging import Logger
+
+from codexweb.auth.redaction import redact_token_paths
 
 
 def _env_int(name: str, default: int) -> int:
@@ -51,13 +52,11 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 preload_app = False
 proc_name = "codexweb"
 
-# Paths whose last segment is a secret (CONTRACT.md §3 links).
-_SECRET_PATHS = re.compile(r"^/(verify-email|reset-password)/[^/]+")
 
 
 def access_path(path: str) -> str:
-    """The path as logged: never a query string, never a token segment."""
-    return _SECRET_PATHS.sub(lambda match: f"/{match.group(1)}/[redacted]", path or "")
+    """The path as logged: never a query string (PATH_INFO has none), never a link's token."""
+    return redact_token_paths(path or "")
 
 
 def _timestamp() -> str:

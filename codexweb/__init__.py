@@ -22,6 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         instance_path=instance_path_from_env(),
     )
     load_config(app, test_config)
+    validate_chatkit_config(app)
     logging.init_app(app)
     register_extensions(app)
     register_blueprints(app)
@@ -32,11 +33,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def validate_chatkit_config(app: Flask) -> None:
+    """Refuse to start with a ChatKit provider configuration that cannot work."""
+    from .codex.openai_provider import validate_chatkit_config
+
+    validate_chatkit_config(app.config)
+
+
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
-    login_manager.init_app(app)
+    # No `current_user` template global: it loads the user on every render, which would break
+    # the error page itself when the database is down. The layout asks codex.views instead.
+    login_manager.init_app(app, add_context_processor=False)
     mail.init_app(app)
     csrf.init_app(app)
     ratelimit_storage.init_app(app)
@@ -53,6 +63,7 @@ def register_blueprints(app: Flask) -> None:
     from .auth.views import bp as auth_views
     from .codex.api import bp as codex_api
     from .codex.api import wellknown
+    from .codex.views import bp as codex_views
     from .health import bp as health
 
     app.register_blueprint(health)
@@ -60,13 +71,16 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_views)
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
+    app.register_blueprint(codex_views)
 
 
 def register_request_hooks(app: Flask) -> None:
+    from . import security
     from .auth.guards import enforce_csrf, forget_previous_user
 
     app.before_request(forget_previous_user)
     app.before_request(enforce_csrf)
+    security.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -50,6 +50,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_SESSION_CREATE": "10/minute",
         "RATELIMIT_TOKEN": "30/minute",
         "RATELIMIT_HEADERS_ENABLED": True,
+        # flask-limiter would overwrite our 429's Retry-After with its own, rounded differently
+        # from the body's `retry_after` (and add one to every limited 200): give it its own name.
+        "RATELIMIT_HEADER_RETRY_AFTER": "X-RateLimit-Retry-After",
         # When the storage (Redis) is unreachable: True lets requests through unlimited,
         # False refuses them with 503 (codexweb/ratelimit_storage.py).
         "RATELIMIT_FAIL_OPEN": True,
@@ -84,7 +87,20 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_TOKEN_TTL": 600,
         "CHATKIT_ISSUER": None,
         "CHATKIT_AUDIENCE": "chatkit",
+        # Ed25519 signing keys of the local provider, one JWK file each (0600).
+        "CHATKIT_KEYS_DIR": str(Path(instance_path) / "chatkit_keys"),
+        # The ChatKit web component: when set, the page loads this script and mounts
+        # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
+        "CHATKIT_CSP_ORIGINS": [],
+        # A self-hosted ChatKit server (local provider): where the page's ChatKit talks to.
+        "CHATKIT_API_URL": None,
+        "CHATKIT_DOMAIN_KEY": None,
+        # Hosted ChatKit (CHATKIT_PROVIDER=openai): OpenAI's ChatKit sessions API.
+        "OPENAI_API_KEY": None,
+        "CHATKIT_API_BASE": "https://api.openai.com",
+        "CHATKIT_UPSTREAM_TIMEOUT": 10,
+        "CHATKIT_RATE_LIMIT_PER_MINUTE": 10,
         # Secure cookies: None means "only in production"; set True/False to override.
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).

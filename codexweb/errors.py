@@ -53,6 +53,8 @@ TITLES = {
     "rate_limited": "Too many requests",
     "csrf_failed": "CSRF check failed",
     "unavailable": "Service unavailable",
+    "upstream_error": "The ChatKit service refused the request",
+    "upstream_unavailable": "The ChatKit service is unavailable",
     "not_found": "Not found",
     "method_not_allowed": "Method not allowed",
     "payload_too_large": "Request body too large",

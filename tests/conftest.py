@@ -78,6 +78,7 @@ def base_test_config(tmp_path, database_url: str | None = None) -> dict[str, Any
         "DATABASE_URL": database_url or f"sqlite:///{instance / 'test.db'}",
         "MAIL_BACKEND": "locmem",
         "MAIL_FILE_DIR": str(instance / "outbox"),
+        "CHATKIT_KEYS_DIR": str(instance / "chatkit_keys"),
         "RATELIMIT_ENABLED": False,
         "LOG_FORMAT": "json",
         "PUBLIC_BASE_URL": "http://localhost",

@@ -7,10 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
+from tests.codex_support import (
     AGENT,
     PLACEMENT,
-    _push_request_context,
     new_session,
     snapshot,
 )
@@ -229,6 +228,20 @@ def test_bad_create_bodies_are_422_and_write_nothing(client, owner, body, expect
         pytest.param('"dashboard"', "application/json", id="string"),
         pytest.param("null", "application/json", id="null"),
         pytest.param("", "application/json", id="empty"),
+        pytest.param(
+            '{"placement": "dashboard", "agent_id": "agent_123", "context": {"x": NaN}}',
+            "application/json",
+            id="nan",
+        ),
+        pytest.param(
+            '{"placement": "dashboard", "agent_id": "agent_123", "context": '
+            + '{"a": ' * 100_000
+            + "1"
+            + "}" * 100_001,
+            "application/json",
+            id="nested-too-deep",
+        ),
+        pytest.param(b'{"placement": "\xff"}', "application/json", id="not-utf8"),
     ],
 )
 def test_non_object_bodies_are_422(client, owner, data, content_type):
@@ -381,6 +394,15 @@ def test_list_filters_by_effective_status(client, owner, frozen_clock):
 )
 def test_list_rejects_bad_paging(client, owner, query, field):
     response = client.get(f"/api/codex/sessions?{query}", headers=owner)
+    assert [e["field"] for e in problem(response, 422, "invalid_request")["errors"]] == [field]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=x", "limit"), ("cursor=%%%", "cursor")],
+)
+def test_chatkit_list_rejects_bad_paging(client, owner, query, field):
+    response = client.get(f"/api/codex/chatkit/sessions?{query}", headers=owner)
     assert [e["field"] for e in problem(response, 422, "invalid_request")["errors"]] == [field]
 
 
@@ -679,20 +701,7 @@ def owners_session(client, owner):
     return new_session(client, owner)["session_id"]
 
 
-BODILESS_POSTS_NEED_CSRF = pytest.mark.xfail(
-    strict=True,
-    reason="auth.guards.csrf_required demands a CSRF token from a bodiless, cookieless "
-    "POST/DELETE (not JSON), so anonymous API clients get 403 csrf_failed instead of 401",
-)
-
-
-@pytest.mark.parametrize(
-    "endpoint",
-    [
-        pytest.param(name, marks=BODILESS_POSTS_NEED_CSRF) if name in ("close", "delete") else name
-        for name in ENDPOINTS
-    ],
-)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_anonymous_callers_get_401_with_www_authenticate(client, owners_session, endpoint):
     before = snapshot(client.application)
     response = _call(client, endpoint, owners_session, {})

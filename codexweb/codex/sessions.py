@@ -119,7 +119,9 @@ def _json_object_problem(value: Any) -> str | None:
         return "Must be a JSON object."
     limit = current_app.config["CODEX_CONTEXT_MAX_BYTES"]
     try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        size = len(
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        )
     except (TypeError, ValueError):
         return "Must be a JSON object."
     if size > limit:
@@ -483,20 +485,21 @@ def purge_expired(now: datetime | None = None) -> PurgeReport:
     return PurgeReport(expired=len(expired), chatkit_ended=ended, deleted=deleted)
 
 
-def _delete_old(cutoff: datetime) -> int:
+def _delete_old(cutoff: datetime, batch: int = 500) -> int:
     old = or_(
         CodexSession.deleted_at < cutoff,
         and_(CodexSession.status == "closed", CodexSession.closed_at < cutoff),
         and_(CodexSession.status == "expired", CodexSession.expires_at < cutoff),
     )
-    ids = db.session.scalars(select(CodexSession.id).where(old)).all()
-    if not ids:
-        return 0
-    # Explicit child delete: SQLite enforces ON DELETE CASCADE only with a pragma.
-    db.session.execute(delete(ChatKitSession).where(ChatKitSession.codex_session_id.in_(ids)))
-    db.session.execute(delete(CodexSession).where(CodexSession.id.in_(ids)))
-    db.session.commit()
-    return len(ids)
+    deleted = 0
+    # In batches: one transaction per batch, and within SQLite's bound-parameter limit.
+    while ids := db.session.scalars(select(CodexSession.id).where(old).limit(batch)).all():
+        # Explicit child delete: SQLite enforces ON DELETE CASCADE only with a pragma.
+        db.session.execute(delete(ChatKitSession).where(ChatKitSession.codex_session_id.in_(ids)))
+        db.session.execute(delete(CodexSession).where(CodexSession.id.in_(ids)))
+        db.session.commit()
+        deleted += len(ids)
+    return deleted
 
 
 # Shapes and events -----------------------------------------------------------------------

@@ -1,0 +1,264 @@
+"""Codex pages and their HTMX partials: `/codex/chatkit` and `/codex/sessions`.
+
+One view, two renderings: the same URL answers the full page, or for an `HX-Request` only
+the partial that changes. Every rule (one active session, expiry, ownership, validation) is
+the domain's (`sessions.py`); these views parse the form, call the same functions as the
+JSON API and pick a template. Without JavaScript the forms post normally and the views
+answer with a redirect (post/redirect/get) or a full page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..auth import accounts
+from ..auth.guards import current_request_user, require_user, require_verified
+from ..auth.limits import resend_limit
+from ..clock import isoformat
+from ..errors import Problem, is_htmx, toast_trigger
+from ..extensions import db, limiter
+from ..models import CodexSession, User
+from ..ratelimit import configured
+from . import sessions
+
+bp = Blueprint("codex_views", __name__)
+
+SESSIONS_PER_PAGE = 20
+
+
+# Rendering helpers -----------------------------------------------------------------------
+
+
+def render_view(page: str, partial: str, *, status: int = 200, **context: Any) -> Response:
+    """The full page, or for HTMX only the partial; the same context for both."""
+    template = partial if is_htmx() else page
+    return make_response(render_template(template, **context), status)
+
+
+def with_toast(response: Response, message: str, level: str = "success") -> Response:
+    response.headers["HX-Trigger"] = toast_trigger(message, level)
+    return response
+
+
+@bp.app_context_processor
+def navigation_context() -> dict[str, Any]:
+    return {"nav_user": logged_in_user()}
+
+
+def logged_in_user() -> User | None:
+    """Who the navigation greets. Error pages render the layout too, also when the database
+    is down: then the nav shows the logged-out links instead of failing the error page."""
+    try:
+        return current_user._get_current_object() if current_user.is_authenticated else None
+    except SQLAlchemyError:
+        db.session.rollback()
+        return None
+
+
+@bp.app_template_filter("timestamp")
+def timestamp(moment: datetime | None) -> Markup:
+    """`<time>` in UTC; static/app.js rewrites the text into the reader's local time."""
+    if moment is None:
+        return Markup('<span class="muted">—</span>')
+    text = moment.strftime("%d %b %Y, %H:%M UTC")
+    return Markup('<time datetime="{}" data-localize>{}</time>').format(isoformat(moment), text)
+
+
+def agent_names() -> dict[str, str]:
+    return {agent.agent_id: agent.name for agent in sessions.available_agents()}
+
+
+def placement_choices() -> list[str]:
+    """Every placement some agent may use, in configuration order."""
+    ordered = list(current_app.config["CODEX_PLACEMENTS"])
+    for agent in sessions.available_agents():
+        ordered += [placement for placement in agent.placements if placement not in ordered]
+    return ordered
+
+
+def session_view(session: CodexSession) -> dict[str, Any]:
+    """What the templates show of a session: names resolved, status time-aware."""
+    return {
+        "id": session.id,
+        "agent_id": session.agent_id,
+        "agent_name": agent_names().get(session.agent_id, session.agent_id),
+        "placement": session.placement,
+        "status": sessions.effective_status(session),
+        "created_at": session.created_at,
+        "last_active_at": session.last_active_at,
+        "expires_at": session.expires_at,
+        "closed_at": session.closed_at,
+    }
+
+
+def start_form_context(
+    form: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "agents": sessions.available_agents(),
+        "placements": placement_choices(),
+        "form": form or {},
+        "form_errors": errors or {},
+    }
+
+
+def panel_context(user: User, **extra: Any) -> dict[str, Any]:
+    """The session panel: the current session's card, or the start form."""
+    context: dict[str, Any] = {"user": user, "current": None, "active": None}
+    if user.email_verified:
+        current = sessions.resolve_current(user)
+        context["current"] = session_view(current) if current is not None else None
+        context.update(start_form_context())
+    context.update(extra)
+    context["chatkit_script_url"] = current_app.config.get("CHATKIT_SCRIPT_URL")
+    return context
+
+
+def render_panel(user: User, *, status: int = 200, **extra: Any) -> Response:
+    return render_view(
+        "codex/chatkit.html",
+        "partials/_codex_panel.html",
+        status=status,
+        **panel_context(user, **extra),
+    )
+
+
+# /codex/chatkit ----------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("codex_views.chatkit"))
+
+
+@bp.get("/codex/chatkit")
+@require_user
+def chatkit():
+    """Anonymous: the gate redirects to the login page. Unverified: the verify banner.
+    Verified: the session panel."""
+    return render_panel(current_request_user())
+
+
+@bp.post("/codex/chatkit/sessions")
+@require_verified
+@limiter.limit(configured("RATELIMIT_SESSION_CREATE"))
+def start_session():
+    user = current_request_user()
+    form = {
+        "agent_id": request.form.get("agent_id", "").strip(),
+        "placement": request.form.get("placement", "").strip(),
+    }
+    try:
+        session = sessions.open_session(
+            user, placement=form["placement"], agent_id=form["agent_id"]
+        )
+    except sessions.SessionExists as conflict:
+        # The rule says one active session per user, placement and agent: offer that one.
+        response = render_panel(user, status=409, current=session_view(conflict.session))
+        return with_toast(response, "You already have an active session there: resume it.", "info")
+    except Problem as problem:
+        if problem.code != "invalid_request":
+            raise
+        errors = {item["field"]: item["message"] for item in problem.extra.get("errors", [])}
+        return render_panel(user, status=422, **start_form_context(form, errors))
+    if not is_htmx():
+        return redirect(url_for("codex_views.resume_session", session_id=session.id))
+    return render_panel(user, active=session_view(session))
+
+
+@bp.get("/codex/chatkit/sessions/<session_id>")
+@require_verified
+def resume_session(session_id: str):
+    """The ChatKit area of one of the user's sessions (someone else's is a 404)."""
+    user = current_request_user()
+    session = sessions.get_owned_session(user, session_id)
+    if sessions.effective_status(session) != "active":
+        message = "That session has ended. Start a new one."
+        if not is_htmx():
+            flash(message, "info")
+            return redirect(url_for("codex_views.chatkit"))
+        return with_toast(render_panel(user), message, "info")
+    return render_panel(user, active=session_view(session))
+
+
+@bp.post("/codex/chatkit/sessions/<session_id>/close")
+@require_verified
+def close_session(session_id: str):
+    user = current_request_user()
+    sessions.close_session(user, session_id)
+    if not is_htmx():
+        flash("Session closed.", "success")
+        return redirect(url_for("codex_views.chatkit"))
+    return with_toast(render_panel(user), "Session closed.")
+
+
+@bp.post("/codex/verify-email/resend")
+@require_user
+@resend_limit
+def resend_verification():
+    """The verify banner's button: send a fresh link, confirm in place (same budget as the
+    API's and the auth pages' resend)."""
+    user = current_request_user()
+    if user.email_verified:
+        # Verified meanwhile (another tab): the banner has nothing left to say.
+        if not is_htmx():
+            return redirect(url_for("codex_views.chatkit"))
+        response = make_response("")
+        response.headers["HX-Refresh"] = "true"
+        return response
+    accounts.send_verification(user)
+    if not is_htmx():
+        flash(f"A new verification email is on its way to {user.email}.", "success")
+        return redirect(url_for("codex_views.chatkit"))
+    return render_view(
+        "codex/chatkit.html", "partials/_verify_banner.html", **panel_context(user, resent=True)
+    )
+
+
+# /codex/sessions -------------------------------------------------------------------------
+
+
+@bp.get("/codex/sessions")
+@require_user
+def session_history():
+    user = current_request_user()
+    context: dict[str, Any] = {"user": user, "rows": [], "next_cursor": None}
+    cursor = request.args.get("cursor") or None
+    if user.email_verified:
+        found, next_cursor = sessions.list_sessions(user, limit=SESSIONS_PER_PAGE, cursor=cursor)
+        context.update(
+            rows=[session_view(session) for session in found],
+            next_cursor=next_cursor,
+            paged=cursor is not None,
+        )
+    return render_view("codex/sessions.html", "partials/_sessions_list.html", **context)
+
+
+@bp.post("/codex/sessions/<session_id>/close")
+@require_verified
+def close_listed_session(session_id: str):
+    user = current_request_user()
+    session = sessions.close_session(user, session_id)
+    if not is_htmx():
+        flash("Session closed.", "success")
+        return redirect(url_for("codex_views.session_history"))
+    response = make_response(
+        render_template("partials/_session_row.html", row=session_view(session))
+    )
+    return with_toast(response, "Session closed.")

@@ -1,0 +1,85 @@
+"""Security headers on every response, decided in one place.
+
+The pages carry no inline script or style (htmx is configured through a meta tag and its
+indicator styles are off), so the Content-Security-Policy can be "self only". The one
+exception is the ChatKit web component: when `CHATKIT_SCRIPT_URL` is configured, its origin
+(plus any `CHATKIT_CSP_ORIGINS`) may serve scripts, frames and answer fetches.
+
+Every response also says `Vary: HX-Request`: the same URL answers a full page or a partial,
+and a shared cache or the browser's own must never hand one out for the other. HTML is
+`no-store` unless a view decided otherwise.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app
+
+from .config import is_production
+
+# One year, the common preload floor; only ever sent in production (behind TLS).
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def origin_of(url: str | None) -> str | None:
+    """`https://cdn.example.com` for `https://cdn.example.com/x/chatkit.js`, else None."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def chatkit_origins(app: Flask) -> list[str]:
+    """The origins the ChatKit web component needs, in a stable order, without duplicates."""
+    origins = [origin_of(app.config.get("CHATKIT_SCRIPT_URL"))]
+    if app.config.get("CHATKIT_SCRIPT_URL"):
+        origins += [origin_of(url) or "" for url in app.config.get("CHATKIT_CSP_ORIGINS") or []]
+    return [origin for origin in dict.fromkeys(origins) if origin]
+
+
+def content_security_policy(app: Flask) -> str:
+    extra = " ".join(chatkit_origins(app))
+    with_extra = f"'self' {extra}" if extra else "'self'"
+    directives = {
+        "default-src": "'self'",
+        "script-src": with_extra,
+        "style-src": "'self'",
+        "img-src": f"{with_extra} data:",
+        "font-src": "'self'",
+        "connect-src": with_extra,
+        "frame-src": extra or "'none'",
+        "object-src": "'none'",
+        "base-uri": "'none'",
+        "form-action": "'self'",
+        "frame-ancestors": "'none'",
+    }
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+def add_security_headers(response: Response) -> Response:
+    app = current_app
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", app.extensions["codexweb.csp"])
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    # For browsers that predate frame-ancestors.
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if is_production(app):
+        headers.setdefault("Strict-Transport-Security", HSTS)
+    if response.mimetype == "text/html" and "Cache-Control" not in headers:
+        # Pages are per user: never stored, so the back button after logging out or a
+        # shared machine cannot show someone's sessions from a cache.
+        headers["Cache-Control"] = "no-store"
+    response.vary.add("HX-Request")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    # Computed once: the policy only depends on configuration.
+    app.extensions["codexweb.csp"] = content_security_policy(app)
+    app.after_request(add_security_headers)

@@ -1,0 +1,327 @@
+"""The pages in a real browser: the whole journey of issue 4, then the ChatKit area's
+recovery paths (404 → /current, 401 → refresh the login, 429 → wait), and the keyboard.
+
+Run only these: `.venv/bin/pytest tests/e2e`. With CODEXWEB_DOCS_SCREENSHOTS=docs the journey
+also refreshes the README's screenshots (banner, resume card, toast).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from ..servers import REPO, VENV_BIN, Server
+from .conftest import PASSWORD, link_path, mails_to
+
+BUSY = re.compile(r"^Codex is busy, please retry in \d+ seconds$")
+COUNTDOWN = re.compile(r"^\d+:\d\d$")
+
+
+def docs_screenshot(page: Page, name: str) -> None:
+    folder = os.environ.get("CODEXWEB_DOCS_SCREENSHOTS")
+    if folder:
+        target = Path(folder) if Path(folder).is_absolute() else REPO / folder
+        page.screenshot(path=str(target / f"{name}.png"), animations="disabled")
+
+
+def create_verified_user(server: Server, address: str) -> None:
+    subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "codexweb", "users", "create", address]
+        + ["--password", PASSWORD, "--verified"],
+        cwd=REPO,
+        env=server.env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def log_in(page: Page, server: Server, address: str) -> None:
+    page.goto(server.url + "/codex/chatkit")
+    expect(page).to_have_url(server.url + "/login?next=/codex/chatkit")
+    page.get_by_label("Email").fill(address)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(server.url + "/codex/chatkit")
+
+
+def token_status(page: Page):
+    return page.locator("[data-token-state]")
+
+
+def expect_live_token(page: Page, issued: int | None = None) -> None:
+    expect(token_status(page)).to_have_text("ChatKit token ready.")
+    expect(page.locator("[data-countdown]")).to_have_text(COUNTDOWN)
+    if issued is not None:
+        expect(page.locator("[data-chatkit-area]")).to_have_attribute(
+            "data-tokens-issued", str(issued), timeout=20_000
+        )
+
+
+def start_session(page: Page) -> None:
+    page.get_by_role("button", name="Start session").click()
+    expect(page.get_by_role("heading", name="Demo agent")).to_be_visible()
+
+
+def toasts(page: Page):
+    return page.locator("#toasts .toast-message")
+
+
+def test_the_whole_journey(page: Page, serve, watch, steps):
+    # Two starts an hour: the third one in this journey is the 429 we want to see.
+    server = serve(RATELIMIT_SESSION_CREATE="2/hour", CHATKIT_TOKEN_TTL=15)
+    address = "journey@example.com"
+
+    with steps("anonymous visitors are sent to log in"):
+        page.goto(server.url + "/codex/chatkit")
+        expect(page).to_have_url(server.url + "/login?next=/codex/chatkit")
+        nav = page.get_by_role("navigation", name="Main")
+        expect(nav.get_by_role("link", name="Log in")).to_be_visible()
+
+    with steps("sign up"):
+        page.get_by_role("navigation", name="Main").get_by_role(
+            "link", name="Create account"
+        ).click()
+        page.get_by_label("Email").fill(address)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Create account").click()
+        expect(page.get_by_role("navigation", name="Main")).to_contain_text(address)
+        assert len(mails_to(server, address)) == 1
+
+    with steps("see the verify banner"):
+        page.get_by_role("link", name="ChatKit").click()
+        banner = page.locator("#verify-banner")
+        expect(banner.get_by_role("heading", name="Verify your email")).to_be_visible()
+        expect(page.get_by_role("button", name="Start session")).to_have_count(0)
+        docs_screenshot(page, "banner")
+
+    with steps("resend the verification email"):
+        page.get_by_role("button", name="Resend verification email").click()
+        expect(banner).to_contain_text(f"A new link is on its way to {address}")
+        expect(page).to_have_url(server.url + "/codex/chatkit")  # swapped in place
+        assert len(mails_to(server, address)) == 2
+
+    with steps("follow the emailed link"):
+        page.goto(server.url + link_path(mails_to(server, address)[-1], "/verify-email/"))
+        expect(page).to_have_url(server.url + "/codex/chatkit")
+        expect(page.get_by_text("Your email address is verified.")).to_be_visible()
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+
+    with steps("start a session and see the token countdown"):
+        expect(page.get_by_label("Agent")).to_have_value("agent_123")
+        page.get_by_label("Placement").select_option("developer-workbench")
+        start_session(page)
+        expect_live_token(page, issued=1)
+        expect(page.get_by_text("ChatKit not configured")).to_be_visible()
+        first = page.locator("[data-countdown]").inner_text()
+        expect(page.locator("[data-countdown]")).not_to_have_text(first)  # it counts down
+
+    with steps("the token is refreshed before it expires"):
+        # 15 s tokens are refreshed at about 80 %: 12 s in, well before expiry.
+        expect_live_token(page, issued=2)
+
+    with steps("reload and resume"):
+        page.reload()
+        card = page.locator(".session-card")
+        expect(card.get_by_role("button", name="Resume session")).to_be_visible()
+        expect(card.get_by_role("button", name="Close session")).to_be_visible()
+        expect(card).to_contain_text("Demo agent")
+        expect(card).to_contain_text("developer-workbench")
+        expect(card).to_contain_text("Started")
+        expect(card).to_contain_text("Expires")
+        docs_screenshot(page, "resume-card")
+        card.get_by_role("button", name="Resume session").click()
+        expect_live_token(page, issued=1)
+
+    with steps("close"):
+        page.get_by_role("button", name="Close session").click()
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+        expect(toasts(page)).to_have_text(["Session closed."])
+
+    with steps("see the history"):
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Sessions").click()
+        rows = page.locator(".sessions-table tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Closed")
+        expect(rows.first).to_contain_text("developer-workbench")
+        expect(rows.first.get_by_role("button", name="Close")).to_have_count(0)
+
+    with steps("close an active session from the history"):
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="ChatKit").click()
+        start_session(page)  # the second start of the hour
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Sessions").click()
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("Active")
+        rows.first.get_by_role("button", name="Close").click()
+        expect(rows.first).to_contain_text("Closed")
+        expect(rows.first.get_by_role("button", name="Close")).to_have_count(0)
+
+    with steps("trigger a 429 and see the toast"):
+        watch.expect(r"status of 429|Response Status Error Code 429")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="ChatKit").click()
+        page.get_by_role("button", name="Start session").click()
+        expect(toasts(page)).to_have_text([BUSY])
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+        docs_screenshot(page, "toast")
+        page.get_by_role("button", name="Dismiss notification").click()
+        expect(toasts(page)).to_have_count(0)
+
+    with steps("log out"):
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(re.compile(re.escape(server.url) + r"/login"))
+        expect(page.get_by_role("navigation", name="Main")).not_to_contain_text(address)
+        page.goto(server.url + "/codex/chatkit")
+        expect(page).to_have_url(server.url + "/login?next=/codex/chatkit")
+
+
+def test_a_closed_session_is_recovered_from_current_or_replaced(page: Page, serve, watch, steps):
+    server = serve(CHATKIT_TOKEN_TTL=5)
+    create_verified_user(server, "recover@example.com")
+    watch.expect(r"status of 404")  # the token endpoint's answer for an ended session
+
+    with steps("log in and start"):
+        log_in(page, server, "recover@example.com")
+        start_session(page)
+        expect_live_token(page)
+        first_id = page.locator("[data-chatkit-area]").get_attribute("data-session-id")
+
+    other = page.context.new_page()
+    with steps("another tab closes the session and starts a new one"):
+        other.goto(server.url + "/codex/chatkit")
+        other.get_by_role("button", name="Close session").click()
+        other.get_by_role("button", name="Start session").click()
+        expect(other.locator("[data-chatkit-area]")).to_be_visible()
+        second_id = other.locator("[data-chatkit-area]").get_attribute("data-session-id")
+        assert second_id != first_id
+
+    with steps("the first tab re-attaches to the current session"):
+        area = page.locator("[data-chatkit-area]")
+        expect(area).to_have_attribute("data-session-id", second_id, timeout=15_000)
+        expect(toasts(page)).to_contain_text(["Reconnected to your current session."])
+        expect_live_token(page)
+
+    with steps("with no session left, the first tab offers a new one"):
+        other.get_by_role("button", name="Close session").click()
+        expect(other.get_by_role("button", name="Start session")).to_be_visible()
+        expect(page.get_by_role("button", name="Start session")).to_be_visible(timeout=15_000)
+        expect(toasts(page)).to_contain_text(
+            ["Your Codex session has ended. Start a new one to continue."]
+        )
+
+
+def test_a_lapsed_login_is_refreshed_once_and_the_token_keeps_coming(
+    page: Page, serve, watch, steps
+):
+    server = serve(CHATKIT_TOKEN_TTL=5)
+    create_verified_user(server, "refresh@example.com")
+    watch.expect(r"status of 401")  # the token request that finds the login gone
+    traffic: list[tuple[str, int, str]] = []
+    page.on(
+        "response",
+        lambda response: traffic.append(
+            (
+                response.url.removeprefix(server.url).split("?")[0],
+                response.status,
+                response.request.headers.get("authorization", ""),
+            )
+        ),
+    )
+
+    with steps("log in and start"):
+        log_in(page, server, "refresh@example.com")
+        start_session(page)
+        expect_live_token(page)
+
+    with steps("the login session cookie disappears; the refresh cookie remains"):
+        page.context.clear_cookies(name="session")
+        names = {cookie["name"] for cookie in page.context.cookies()}
+        assert "session" not in names and "refresh_token" in names
+        seen = len(traffic)
+
+    with steps("the next refresh logs in again through /api/auth/refresh"):
+        token = "/api/codex/chatkit/token"
+        for _ in range(100):  # up to 20 s: the next scheduled refresh comes within 4 s
+            after = traffic[seen:]
+            if any(path == token and status == 200 for path, status, _ in after):
+                break
+            page.wait_for_timeout(200)
+        assert [(path, status) for path, status, _ in after] == [
+            (token, 401),
+            ("/api/auth/refresh", 200),
+            (token, 200),
+        ]
+        assert after[-1][2].startswith("Bearer ")  # the retry carries the fresh access token
+        expect_live_token(page)
+        expect(page).to_have_url(re.compile(r"/codex/chatkit$"))
+
+
+def test_a_rate_limited_token_shows_the_toast_and_waits(page: Page, serve, watch, steps):
+    server = serve(CHATKIT_TOKEN_TTL=5, RATELIMIT_TOKEN="1/minute")
+    create_verified_user(server, "tokens@example.com")
+    watch.expect(r"status of 429")
+
+    with steps("log in and start"):
+        log_in(page, server, "tokens@example.com")
+        start_session(page)
+        expect_live_token(page, issued=1)
+
+    with steps("the refresh is rate limited"):
+        expect(toasts(page)).to_have_text([BUSY], timeout=15_000)
+        expect(token_status(page)).to_have_text(
+            re.compile(r"^Codex is busy; trying again in \d+ seconds\.$")
+        )
+        expect(page.locator("[data-chatkit-area]")).to_have_attribute("data-tokens-issued", "1")
+
+
+def tab_to(page: Page, target, presses: int = 25) -> None:
+    for _ in range(presses):
+        if target.evaluate("element => document.activeElement === element"):
+            return
+        page.keyboard.press("Tab")
+    expect(target).to_be_focused()
+
+
+def test_the_pages_work_from_the_keyboard(page: Page, serve, watch, steps):
+    server = serve()
+    create_verified_user(server, "keys@example.com")
+    log_in(page, server, "keys@example.com")
+
+    with steps("the skip link comes first"):
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+
+    with steps("tab to Start session and press Enter"):
+        start = page.get_by_role("button", name="Start session")
+        tab_to(page, start)
+        outline = start.evaluate("button => getComputedStyle(button).outlineStyle")
+        assert outline == "solid"  # the focus ring is visible
+        page.keyboard.press("Enter")
+        # Focus follows the swap to the new panel's heading.
+        expect(page.get_by_role("heading", name="Demo agent")).to_be_focused()
+        expect_live_token(page, issued=1)
+
+    with steps("close a session from the history with the keyboard"):
+        page.goto(server.url + "/codex/sessions")
+        row = page.locator(".sessions-table tbody tr").first
+        tab_to(page, row.get_by_role("button", name="Close"))
+        page.keyboard.press("Enter")
+        expect(row).to_contain_text("Closed")
+        expect(row).to_be_focused()  # not lost to the page body with the removed button
+
+
+def test_phone_layout_has_no_horizontal_scroll(page: Page, serve, watch, steps):
+    server = serve()
+    create_verified_user(server, "phone@example.com")
+    page.set_viewport_size({"width": 360, "height": 740})
+    log_in(page, server, "phone@example.com")
+    start_session(page)
+    for path in ("/codex/chatkit", "/codex/sessions"):
+        with steps(f"phone {path}"):
+            page.goto(server.url + path)
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow == 0, f"{path} scrolls sideways by {overflow}px"
