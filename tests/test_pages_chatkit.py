@@ -389,11 +389,6 @@ def test_a_rate_limited_start_shows_the_busy_toast(app_factory):
     assert re.fullmatch(r"Codex is busy, please retry in \d+ seconds", message["message"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="errors.py rounds Retry-After up, then flask-limiter's header injection rewrites the "
-    "header as int(reset_at - now): the toast says N, the header N-1 (reported to the lead)",
-)
 def test_the_busy_toast_names_exactly_the_retry_after_seconds(app_factory):
     response = rate_limited_start(app_factory)
     seconds = int(response.headers["Retry-After"])
