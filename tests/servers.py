@@ -9,6 +9,7 @@ in `<tmp_path>/gunicorn.log` and printed when the server fails to start.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -135,24 +136,39 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
         process.wait()
 
 
-def spread_over_workers(url: str, path: str, *, workers: int, rounds: int) -> list[RawResponse]:
-    """GET `path` `workers` times per round, each request in a different sync worker.
+def spread_over_workers(
+    url: str,
+    path: str | list[RawRequest],
+    *,
+    workers: int,
+    rounds: int,
+    headers: dict[str, str] | None = None,
+) -> list[RawResponse]:
+    """Send requests `workers` at a time, each in a different sync worker, all at once.
 
     A sync worker that has accepted a connection blocks reading it until the request is
-    complete. Each round opens one connection per worker and sends only part of the request
-    on all of them, so no worker can take two; then it completes them. Without this trick a
-    cheap request is often served by whichever worker is idle first, i.e. always the same one.
+    complete. Each round opens one connection per worker and sends all but the end of each
+    request, so no worker can take two; then it completes them together, so they run
+    concurrently. Without this a cheap request is often served by whichever worker is idle
+    first, i.e. always the same one.
+
+    `path` is a GET path, or a list of `RawRequest`s sent in order, `workers` per round.
     """
+    if isinstance(path, str):
+        requests = [RawRequest("GET", path, headers=headers)] * (workers * rounds)
+    else:
+        requests = path
     host, port = url.removeprefix("http://").split(":")
     responses: list[RawResponse] = []
-    for _ in range(rounds):
-        sockets = [socket.create_connection((host, int(port)), timeout=30) for _ in range(workers)]
+    for start in range(0, len(requests), workers):
+        batch = requests[start : start + workers]
+        sockets = [socket.create_connection((host, int(port)), timeout=60) for _ in batch]
         try:
-            for sock in sockets:
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode())
+            for sock, request in zip(sockets, batch, strict=True):
+                sock.sendall(request.head(host))
             time.sleep(0.2)  # let every worker accept its connection
-            for sock in sockets:
-                sock.sendall(b"Connection: close\r\n\r\n")
+            for sock, request in zip(sockets, batch, strict=True):
+                sock.sendall(b"\r\n" + request.body)
             for sock in sockets:
                 reply = http.client.HTTPResponse(sock)
                 reply.begin()
@@ -161,6 +177,27 @@ def spread_over_workers(url: str, path: str, *, workers: int, rounds: int) -> li
             for sock in sockets:
                 sock.close()
     return responses
+
+
+@dataclass
+class RawRequest:
+    method: str
+    path: str
+    json: object = None
+    headers: dict[str, str] | None = None
+
+    @property
+    def body(self) -> bytes:
+        return b"" if self.json is None else json.dumps(self.json).encode()
+
+    def head(self, host: str) -> bytes:
+        """Request line and headers, without the blank line that ends them."""
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in (self.headers or {}).items()]
+        if self.json is not None:
+            lines.append("Content-Type: application/json")
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n").encode()
 
 
 @dataclass

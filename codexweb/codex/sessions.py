@@ -466,14 +466,17 @@ def purge_expired(now: datetime | None = None) -> PurgeReport:
         emit("codex.session.expired", **_event_fields(session))
 
     ended = 0
+    # IN (subquery), not JOIN + DISTINCT: PostgreSQL has no equality for `json` columns, so
+    # DISTINCT over a whole CodexSession row fails there.
     leftovers = db.session.scalars(
-        select(CodexSession)
-        .join(ChatKitSession, ChatKitSession.codex_session_id == CodexSession.id)
-        .where(
+        select(CodexSession).where(
             CodexSession.status != "active",
-            or_(ChatKitSession.status == "active", ChatKitSession.cancel_pending.is_(True)),
+            CodexSession.id.in_(
+                select(ChatKitSession.codex_session_id).where(
+                    or_(ChatKitSession.status == "active", ChatKitSession.cancel_pending.is_(True))
+                )
+            ),
         )
-        .distinct()
     ).all()
     for session in leftovers:
         ended += end_chatkit_sessions(session)
