@@ -206,6 +206,7 @@
       if (document.visibilityState === "visible" && keeper.remaining() <= 0) keeper.fetchToken();
     };
     document.addEventListener("visibilitychange", this.onVisible);
+    this.report("chatkit.opened", { chatkit: this.el("chatkit-element") ? "mounted" : "absent" });
     this.mountChatKit();
     this.fetchToken();
   };
@@ -224,6 +225,7 @@
   TokenKeeper.prototype.tick = function () {
     if (!this.area.isConnected) {
       this.stop(); // the panel was swapped away (closed, another session resumed)
+      this.report("chatkit.closed", { tokens_issued: this.issued });
       return;
     }
     var countdown = this.el("countdown");
@@ -265,6 +267,25 @@
     });
   };
 
+  /* Lifecycle analytics (POST /api/codex/events): best effort, never in the user's way. */
+  TokenKeeper.prototype.report = function (event, properties) {
+    var url = this.area.dataset.eventsUrl;
+    if (!url) return;
+    var headers = { "Content-Type": "application/json", "X-CSRFToken": csrfToken() };
+    if (this.bearer) headers.Authorization = "Bearer " + this.bearer;
+    fetch(url, {
+      method: "POST",
+      headers: headers,
+      credentials: "same-origin",
+      keepalive: true,
+      body: JSON.stringify({
+        event: event,
+        session_id: this.sessionId,
+        properties: properties || {},
+      }),
+    }).catch(function () {});
+  };
+
   /* Fetch a token; resolves to the token string, or null while recovering. Concurrent
    * callers (the timer, ChatKit's getClientSecret) share one request. */
   TokenKeeper.prototype.fetchToken = function () {
@@ -292,6 +313,7 @@
       function (response) {
         if (keeper.stopped) return null;
         if (response.ok) return keeper.accept(response);
+        keeper.report("chatkit.token.failed", { status: response.status });
         if (response.status === 404) return keeper.recover();
         if (response.status === 401 && !afterLoginRefresh) {
           return keeper.refreshLogin().then(function (refreshed) {
@@ -304,6 +326,7 @@
         return keeper.retryLater("Codex had a problem (HTTP " + response.status + ").");
       },
       function () {
+        keeper.report("chatkit.token.failed", { status: 0 });
         return keeper.retryLater("Could not reach codexweb.");
       }
     );
@@ -318,6 +341,7 @@
       keeper.expiresAt = performance.now() + lifetime;
       keeper.failures = 0;
       keeper.issued += 1;
+      if (keeper.issued > 1) keeper.report("chatkit.token.refreshed", { tokens_issued: keeper.issued });
       keeper.area.dataset.tokensIssued = String(keeper.issued);
       keeper.el("token-count").textContent = String(keeper.issued);
       keeper.el("chatkit-session").textContent = body.chatkit_session_id || "—";

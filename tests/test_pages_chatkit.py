@@ -186,6 +186,9 @@ def test_starting_over_htmx_swaps_in_the_chatkit_area(app, browser, user):
     assert session_id
     assert f'data-session-id="{session_id}"' in html
     assert 'data-token-url="/api/codex/chatkit/token"' in html
+    assert 'data-current-url="/api/codex/sessions/current"' in html
+    assert 'data-refresh-url="/api/auth/refresh"' in html
+    assert 'data-events-url="/api/codex/events"' in html
     assert ">Close session</button>" in html
     assert "Token expires in" in html
     assert "ChatKit not configured" in html

@@ -122,6 +122,9 @@ def test_the_whole_journey(page: Page, serve, watch, steps):
     with steps("the token is refreshed before it expires"):
         # 15 s tokens are refreshed at about 80 %: 12 s in, well before expiry.
         expect_live_token(page, issued=2)
+        # The lifecycle reached the server's structured log through /api/codex/events.
+        assert "client.chatkit.opened" in server.log()
+        assert "client.chatkit.token.refreshed" in server.log()
 
     with steps("reload and resume"):
         page.reload()
@@ -248,6 +251,7 @@ def test_a_lapsed_login_is_refreshed_once_and_the_token_keeps_coming(
             if any(path == token and status == 200 for path, status, _ in after):
                 break
             page.wait_for_timeout(200)
+        after = [entry for entry in after if entry[0] in (token, "/api/auth/refresh")]
         assert [(path, status) for path, status, _ in after] == [
             (token, 401),
             ("/api/auth/refresh", 200),
