@@ -14,7 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from ..servers import REPO, VENV_BIN, Server
+from ..servers import REPO, VENV_BIN, Server, free_port, wait_for_http
 from .conftest import PASSWORD, link_path, mails_to
 
 BUSY = re.compile(r"^Codex is busy, please retry in \d+ seconds$")
@@ -329,3 +329,51 @@ def test_phone_layout_has_no_horizontal_scroll(page: Page, serve, watch, steps):
                 "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
             assert overflow == 0, f"{path} scrolls sideways by {overflow}px"
+
+
+FAKE_CHATKIT = """
+customElements.define("openai-chatkit", class extends HTMLElement {
+  setOptions(options) {
+    const api = options.api;
+    api.getClientSecret(null).then((first) => {
+      this.dataset.first = first;
+      // What ChatKit does when its secret expires: ask again, passing the old one.
+      return api.getClientSecret(first);
+    }).then((second) => {
+      this.dataset.second = second;
+      this.textContent = "Fake ChatKit connected";
+    });
+  }
+});
+"""
+
+
+def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve, watch, tmp_path):
+    """With CHATKIT_SCRIPT_URL the page loads the component from that origin (allowed by the
+    CSP) and hands it tokens through getClientSecret: a fresh one when it asks again."""
+    assets = tmp_path / "chatkit-cdn"
+    assets.mkdir()
+    (assets / "chatkit.js").write_text(FAKE_CHATKIT)
+    port = free_port()
+    cdn = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=assets,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/chatkit.js", process=cdn)
+        server = serve(CHATKIT_SCRIPT_URL=f"http://127.0.0.1:{port}/chatkit.js")
+        create_verified_user(server, "component@example.com")
+        log_in(page, server, "component@example.com")
+        start_session(page)
+        component = page.locator("openai-chatkit")
+        expect(component).to_have_text("Fake ChatKit connected")
+        first = component.get_attribute("data-first")
+        second = component.get_attribute("data-second")
+        assert first.count(".") == 2 and second.count(".") == 2  # JWTs
+        assert first != second
+        expect(page.get_by_text("ChatKit not configured")).to_have_count(0)
+    finally:
+        cdn.terminate()
+        cdn.wait()
