@@ -377,3 +377,49 @@ def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve
     finally:
         cdn.terminate()
         cdn.wait()
+
+
+def test_the_back_button_never_shows_a_bare_partial(page: Page, serve, watch, steps):
+    server = serve(RATELIMIT_SESSION_CREATE="100/minute")
+    create_verified_user(server, "history@example.com")
+    log_in(page, server, "history@example.com")
+    rows = page.locator(".sessions-table tbody tr")
+    nav = page.get_by_role("navigation", name="Main")
+
+    with steps("21 closed sessions make two pages of history"):
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        headers = {"X-CSRFToken": csrf}
+        for _ in range(21):
+            created = page.request.post(
+                server.url + "/api/codex/sessions",
+                data={"placement": "dashboard", "agent_id": "agent_123"},
+                headers=headers,
+            )
+            assert created.status == 201, created.text()
+            session_id = created.json()["session_id"]
+            closed = page.request.post(
+                f"{server.url}/api/codex/sessions/{session_id}/close", headers=headers
+            )
+            assert closed.status == 200
+
+    with steps("page through the history (an htmx swap that pushes the URL)"):
+        page.goto(server.url + "/codex/sessions")
+        expect(rows).to_have_count(20)
+        page.get_by_role("link", name="Older sessions").click()
+        expect(page).to_have_url(re.compile(r"/codex/sessions\?cursor="))
+        expect(rows).to_have_count(1)
+
+    with steps("leave, then come back with the back button: a whole page"):
+        nav.get_by_role("link", name="ChatKit").click()
+        expect(page).to_have_url(server.url + "/codex/chatkit")
+        page.go_back()
+        expect(page).to_have_url(re.compile(r"/codex/sessions\?cursor="))
+        expect(nav).to_be_visible()
+        expect(page.get_by_role("heading", name="Your sessions")).to_be_visible()
+        expect(rows).to_have_count(1)
+
+    with steps("back once more: the first page, whole"):
+        page.go_back()
+        expect(page).to_have_url(server.url + "/codex/sessions")
+        expect(nav).to_be_visible()
+        expect(rows).to_have_count(20)
