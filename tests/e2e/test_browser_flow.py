@@ -423,3 +423,28 @@ def test_the_back_button_never_shows_a_bare_partial(page: Page, serve, watch, st
         expect(page).to_have_url(server.url + "/codex/sessions")
         expect(nav).to_be_visible()
         expect(rows).to_have_count(20)
+
+
+def test_starting_a_session_that_exists_offers_to_resume_it(page: Page, serve, watch, steps):
+    server = serve()
+    create_verified_user(server, "twice@example.com")
+    log_in(page, server, "twice@example.com")
+    other = page.context.new_page()
+    # Chrome logs every 4xx answer to a request; this 409 carries the card we want.
+    watch.expect(r"status of 409")
+
+    with steps("another tab starts the session first"):
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+        other.goto(server.url + "/codex/chatkit")
+        start_session(other)
+
+    with steps("this tab's start answers 409 with the existing session's card"):
+        page.get_by_role("button", name="Start session").click()
+        card = page.locator(".session-card")
+        expect(card.get_by_role("button", name="Resume session")).to_be_visible()
+        expect(toasts(page)).to_have_text(["You already have an active session there: resume it."])
+        card.get_by_role("button", name="Resume session").click()
+        expect_live_token(page)
+        assert page.locator("[data-chatkit-area]").get_attribute(
+            "data-session-id"
+        ) == other.locator("[data-chatkit-area]").get_attribute("data-session-id")
