@@ -153,6 +153,7 @@
   // ChatKit token keeper ---------------------------------------------------------------------
 
   var REFRESH_AT = 0.8; // of the token's lifetime
+  var MIN_REFRESH_MS = 1000;
   var RETRY_BACKOFF_MS = [2000, 5000, 15000, 30000];
 
   function formatRemaining(ms) {
@@ -249,9 +250,11 @@
   TokenKeeper.prototype.schedule = function (delayMs) {
     var keeper = this;
     window.clearTimeout(this.timer);
+    // Never a tight loop, whatever a clock or a response says.
+    var delay = isFinite(delayMs) ? Math.max(MIN_REFRESH_MS, delayMs) : RETRY_BACKOFF_MS[0];
     this.timer = window.setTimeout(function () {
       keeper.fetchToken();
-    }, Math.max(250, delayMs));
+    }, delay);
   };
 
   TokenKeeper.prototype.request = function (url, options) {
