@@ -6,7 +6,7 @@ FLASK  := $(BIN)/flask --app codexweb
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench wrk clean
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed-run: setup.cfg pyproject.toml
@@ -33,6 +33,16 @@ lint: $(VENV)/.installed-test
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# `make bench` / `make bench ARGS=--quick`: codexweb against bare Flask (docs/PERFORMANCE.md).
+# wrk comes from Debian's packages; installed here when missing.
+bench: $(VENV)/.installed-run
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory wrk
+	$(BIN)/python -m bench.run $(ARGS)
+
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get -o DPkg::Lock::Timeout=300
+wrk:
+	$(APT_GET) install -y wrk || { $(APT_GET) update && $(APT_GET) install -y wrk; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,17 +1,135 @@
-"""gunicorn settings: `gunicorn -c gunicorn.conf.py wsgi:app`.
+"""gunicorn settings for production: `gunicorn -c gunicorn.conf.py wsgi:app`.
 
-Sync workers (ARCHITECTURE.md: gthread with keep-alive pinned connections to one worker on two
-cores). Everything can be overridden with GUNICORN_* / CODEXWEB_* environment variables.
+- Sync workers (ARCHITECTURE.md: on two cores gthread with keep-alive pinned connections to
+  one worker). `GUNICORN_WORKERS` (or `WEB_CONCURRENCY`) sets their number; the default is
+  gunicorn's advice for sync workers, 2 × cores + 1. Several workers need
+  `CODEXWEB_RATELIMIT_STORAGE_URI=redis://…`, or every limit counts once per worker.
+- Timeouts: a request that runs longer than `GUNICORN_TIMEOUT` gets its worker killed and
+  replaced; SIGTERM (systemd stop) and SIGHUP (reload) let running requests finish for up to
+  `GUNICORN_GRACEFUL_TIMEOUT` seconds.
+- Logs: one JSON object per line, like the application's events. The access log carries the
+  path without its query string, and paths that carry a token are redacted, so no reset or
+  verification link, nor anything a client put in a query string, reaches the logs. Worker
+  starts, exits, timeouts and reloads are logged as `gunicorn.*` events.
+- The app is not preloaded: each worker opens its own database connections after the fork.
+- Behind a reverse proxy, set `CODEXWEB_PROXY_FIX_COUNT` (see docs/DEPLOY.md); gunicorn
+  itself trusts forwarded headers only from `GUNICORN_FORWARDED_ALLOW_IPS` (127.0.0.1).
 """
 
+import json
 import multiprocessing
 import os
+import sys
+import time
+
+from gunicorn.glogging import Logger
+
+from codexweb.auth.redaction import redact_token_paths
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def default_workers() -> int:
+    return multiprocessing.cpu_count() * 2 + 1
+
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", default_workers()))
 worker_class = "sync"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = 2
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _env_int("GUNICORN_KEEPALIVE", 2)
+# Recycle workers now and then (0: never); jitter keeps them from restarting all at once.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
-errorlog = "-"
+errorlog = os.environ.get("GUNICORN_ERRORLOG", "-")
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+preload_app = False
+proc_name = "codexweb"
+
+
+
+def access_path(path: str) -> str:
+    """The path as logged: never a query string (PATH_INFO has none), never a link's token."""
+    return redact_token_paths(path or "")
+
+
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+class JsonAccessLogger(Logger):
+    """gunicorn's logger with one JSON object per access-log line."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        headers = dict((name.lower(), value) for name, value in resp.headers)
+        entry = {
+            "ts": _timestamp(),
+            "level": "info",
+            "event": "http.access",
+            "request_id": headers.get("x-request-id"),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": access_path(environ.get("PATH_INFO", "")),
+            "status": int(status),
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 1),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "worker_pid": os.getpid(),
+        }
+        try:
+            self.access_log.info(json.dumps(entry))
+        except Exception:
+            self.exception("access log failed")
+
+
+logger_class = JsonAccessLogger
+
+
+def _lifecycle(event: str, level: str = "info", **fields) -> None:
+    entry = {"ts": _timestamp(), "level": level, "event": event, **fields}
+    sys.stderr.write(json.dumps(entry) + "\n")
+    sys.stderr.flush()
+
+
+def when_ready(server) -> None:
+    _lifecycle("gunicorn.ready", pid=os.getpid(), workers=server.num_workers, bind=bind)
+
+
+def post_fork(server, worker) -> None:
+    _lifecycle("gunicorn.worker.started", worker_pid=worker.pid)
+
+
+def worker_int(worker) -> None:
+    _lifecycle("gunicorn.worker.interrupted", "warning", worker_pid=worker.pid)
+
+
+def worker_abort(worker) -> None:
+    # SIGABRT: the master killed a worker that ran past `timeout`.
+    _lifecycle("gunicorn.worker.timeout", "error", worker_pid=worker.pid, timeout=timeout)
+
+
+def worker_exit(server, worker) -> None:
+    _lifecycle("gunicorn.worker.exited", worker_pid=worker.pid)
+
+
+def child_exit(server, worker) -> None:
+    # Seen by the master for every worker that went away, including a killed one.
+    _lifecycle("gunicorn.worker.gone", worker_pid=worker.pid)
+
+
+def on_reload(server) -> None:
+    _lifecycle("gunicorn.reloading", pid=os.getpid())
+
+
+def on_exit(server) -> None:
+    _lifecycle("gunicorn.stopped", pid=os.getpid())

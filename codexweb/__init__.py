@@ -7,9 +7,9 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, logging
+from . import database, errors, logging, ratelimit_storage
 from .config import instance_path_from_env, load_config
-from .extensions import csrf, db, limiter, login_manager, mail, migrate
+from .extensions import csrf, db, login_manager, mail, migrate
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -22,6 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         instance_path=instance_path_from_env(),
     )
     load_config(app, test_config)
+    validate_chatkit_config(app)
     logging.init_app(app)
     register_extensions(app)
     register_blueprints(app)
@@ -32,15 +33,23 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def validate_chatkit_config(app: Flask) -> None:
+    """Refuse to start with a ChatKit provider configuration that cannot work."""
+    from .codex.openai_provider import validate_chatkit_config
+
+    validate_chatkit_config(app.config)
+
+
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
+    database.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     # No `current_user` template global: it loads the user on every render, which would break
     # the error page itself when the database is down. The layout asks codex.views instead.
     login_manager.init_app(app, add_context_processor=False)
     mail.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    ratelimit_storage.init_app(app)
 
     from .auth.accounts import load_user
 

@@ -7,7 +7,14 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
-from .auth.accounts import PASSWORD_MIN_LENGTH, create_user, find_user_by_email
+from .auth.accounts import (
+    PASSWORD_MAX_LENGTH,
+    PASSWORD_MIN_LENGTH,
+    create_user,
+    find_user_by_email,
+    normalise_email,
+)
+from .auth.schemas import email_problem
 from .extensions import db
 
 users = AppGroup("users", help="Manage user accounts.")
@@ -19,8 +26,14 @@ users = AppGroup("users", help="Manage user accounts.")
 @click.option("--verified", is_flag=True, help="Mark the email address as verified.")
 def create_user_command(email: str, password: str, verified: bool) -> None:
     """Create a user account."""
-    if len(password) < PASSWORD_MIN_LENGTH:
-        raise click.UsageError(f"the password needs at least {PASSWORD_MIN_LENGTH} characters")
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise click.UsageError(
+            f"the password needs at least {PASSWORD_MIN_LENGTH} characters "
+            f"(and at most {PASSWORD_MAX_LENGTH})"
+        )
+    problem = email_problem(normalise_email(email))
+    if problem:
+        raise click.UsageError(f"{email!r}: {problem}")
     if find_user_by_email(email) is not None:
         raise click.ClickException(f"{email.strip().lower()} is already registered")
     user = create_user(email, password, verified=verified)

@@ -30,6 +30,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "ENV": "development",
         "SECRET_KEY": None,
         "DATABASE_URL": f"sqlite:///{Path(instance_path) / 'codexweb.db'}",
+        # SQLite: how long a writer waits for the file lock before "database is locked".
+        "SQLITE_BUSY_TIMEOUT_MS": 15000,
+        # PostgreSQL: seconds to wait for a connection before answering 503.
+        "DATABASE_CONNECT_TIMEOUT": 5,
         "PUBLIC_BASE_URL": None,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
@@ -46,6 +50,15 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_SESSION_CREATE": "10/minute",
         "RATELIMIT_TOKEN": "30/minute",
         "RATELIMIT_HEADERS_ENABLED": True,
+        # flask-limiter would overwrite our 429's Retry-After with its own, rounded differently
+        # from the body's `retry_after` (and add one to every limited 200): give it its own name.
+        "RATELIMIT_HEADER_RETRY_AFTER": "X-RateLimit-Retry-After",
+        # When the storage (Redis) is unreachable: True lets requests through unlimited,
+        # False refuses them with 503 (codexweb/ratelimit_storage.py).
+        "RATELIMIT_FAIL_OPEN": True,
+        "RATELIMIT_STORAGE_TIMEOUT": 1.0,
+        "RATELIMIT_STORAGE_RETRY_INTERVAL": 5,
+        "RATELIMIT_STORAGE_ALERT_INTERVAL": 60,
         # Mail
         "MAIL_BACKEND": "console+file",
         "MAIL_FILE_DIR": str(Path(instance_path) / "outbox"),
@@ -74,10 +87,20 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_TOKEN_TTL": 600,
         "CHATKIT_ISSUER": None,
         "CHATKIT_AUDIENCE": "chatkit",
+        # Ed25519 signing keys of the local provider, one JWK file each (0600).
+        "CHATKIT_KEYS_DIR": str(Path(instance_path) / "chatkit_keys"),
         # The ChatKit web component: when set, the page loads this script and mounts
         # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
         "CHATKIT_CSP_ORIGINS": [],
+        # A self-hosted ChatKit server (local provider): where the page's ChatKit talks to.
+        "CHATKIT_API_URL": None,
+        "CHATKIT_DOMAIN_KEY": None,
+        # Hosted ChatKit (CHATKIT_PROVIDER=openai): OpenAI's ChatKit sessions API.
+        "OPENAI_API_KEY": None,
+        "CHATKIT_API_BASE": "https://api.openai.com",
+        "CHATKIT_UPSTREAM_TIMEOUT": 10,
+        "CHATKIT_RATE_LIMIT_PER_MINUTE": 10,
         # Secure cookies: None means "only in production"; set True/False to override.
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
@@ -147,6 +170,15 @@ def _read_when_written(path: Path) -> str:
     raise RuntimeError(f"{path} exists but is empty")
 
 
+def _engine_options(config) -> dict[str, Any]:
+    """Pre-ping every pooled connection, so a database restart costs one retry, not errors."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if config["DATABASE_URL"].startswith("postgresql"):
+        # Without it a connect to an unreachable host hangs for the OS's TCP timeout (minutes).
+        options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}
+    return options
+
+
 MAIL_BACKENDS = {
     "console": "console",
     "smtp": "smtp",
@@ -159,7 +191,7 @@ MAIL_BACKENDS = {
 def _resolve_derived(app: Flask) -> None:
     config = app.config
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
-    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(config))
     backend = config.get("MAIL_BACKEND_NAME") or config["MAIL_BACKEND"]
     if backend not in MAIL_BACKENDS:
         raise RuntimeError(

@@ -13,6 +13,7 @@ No trace, SQL or driver text ever reaches a client; a 500 carries the request id
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -21,12 +22,21 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from limits.errors import StorageError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db, limiter
 from .logging import current_request_id, emit
 from .ratelimit import retry_after_seconds
+from .ratelimit_storage import storage_failed
 
 PROBLEM_TYPE_BASE = "https://codexweb.dev/problems/"
 
@@ -43,6 +53,8 @@ TITLES = {
     "rate_limited": "Too many requests",
     "csrf_failed": "CSRF check failed",
     "unavailable": "Service unavailable",
+    "upstream_error": "The ChatKit service refused the request",
+    "upstream_unavailable": "The ChatKit service is unavailable",
     "not_found": "Not found",
     "method_not_allowed": "Method not allowed",
     "payload_too_large": "Request body too large",
@@ -210,16 +222,53 @@ def _handle_http_exception(error: HTTPException) -> Response:
     return render_problem(Problem(status, code, detail, headers=headers))
 
 
-def _handle_database_unavailable(error: DBAPIError) -> Response:
-    db.session.rollback()
-    emit("db.unavailable", logging.ERROR, error=type(error.orig).__name__ if error.orig else "")
+def is_database_unavailable(error: Exception) -> bool:
+    """Is this the database being out of reach (not a bug in our SQL)?
+
+    Operational and interface errors (refused, reset, closed connections), a connection the
+    pool found dead mid-statement, and a pool with no connection to hand out in time.
+    """
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
+    if isinstance(error, DataError):
+        return _handle_unstorable_value(error)
+    if not is_database_unavailable(error):
+        return _handle_unexpected(error)
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()  # the connection may be gone; the session must be reusable
+    orig = getattr(error, "orig", None)
+    emit("db.unavailable", logging.ERROR, error=type(orig or error).__name__)
+    return render_problem(
+        Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
+    )
+
+
+def _handle_unstorable_value(error: DataError) -> Response:
+    # A value that passed validation but that the database refuses: a NUL character or an
+    # over-long string on PostgreSQL (SQLite stores both). The client's input, not our bug.
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+    emit("db.value_refused", logging.WARNING, error=type(error.orig or error).__name__)
+    return render_problem(
+        Problem(400, "bad_request", "The request contains a value that cannot be stored.")
+    )
+
+
+def _handle_rate_limit_storage_unavailable(error: StorageError) -> Response:
+    # Only reached with RATELIMIT_FAIL_OPEN=False: the limits cannot be checked, so refuse.
+    storage_failed(error)
     return render_problem(
         Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
     )
 
 
 def _handle_unexpected(error: Exception) -> Response:
-    db.session.rollback()
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
     logging.getLogger("codexweb.errors").exception("unhandled exception on %s", request.path)
     return render_problem(
         Problem(500, "internal_error", "Something went wrong on our side; it has been logged.")
@@ -231,5 +280,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
     app.register_error_handler(CSRFError, _handle_csrf)
     app.register_error_handler(HTTPException, _handle_http_exception)
-    app.register_error_handler(OperationalError, _handle_database_unavailable)
+    app.register_error_handler(DBAPIError, _handle_database_error)
+    app.register_error_handler(PoolTimeout, _handle_database_error)
+    app.register_error_handler(StorageError, _handle_rate_limit_storage_unavailable)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -93,10 +93,21 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # codexweb turns SQLite foreign keys on for every connection; batch migrations
+            # rebuild a table by copying it and dropping the old one, and with foreign keys on
+            # that DROP would cascade into (delete) every row that references the table.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            # End the implicit transaction, or Alembic would not commit its own.
+            connection.commit()
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 if context.is_offline_mode():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import text
@@ -16,17 +15,6 @@ from codexweb.extensions import db
 PLACEMENT = "dashboard"
 AGENT = "agent_123"
 TABLES = ("codex_sessions", "chatkit_sessions")
-
-
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """Replaces pytest-flask's autouse fixture of the same name in the modules that import it.
-
-    pytest-flask keeps one request (and so one app) context pushed for the whole test; every
-    client request then shares its `g`, where the auth guard memoises the caller, and a test
-    that calls as two users would silently stay the first one. Each request here gets its own.
-    """
-    yield
 
 
 def new_session(client, headers, placement: str = PLACEMENT, agent_id: str = AGENT, **extra):

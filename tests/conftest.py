@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy.engine import make_url
 
 from codexweb import clock, create_app
 from codexweb.auth.accounts import create_user
@@ -19,6 +20,16 @@ from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
 from codexweb.logging import EVENTS_LOGGER
 from codexweb.models import User
+from tests.services import (
+    RedisNamespace,
+    admin_engine,
+    fresh_postgres_database,
+    fresh_redis_namespace,
+    postgres_available,
+    postgres_url,
+    redis_available,
+    redis_url,
+)
 
 TEST_PASSWORD = "correct horse battery staple"
 
@@ -33,18 +44,41 @@ def require(flag: str, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database (URL) for this test alone; skips without PostgreSQL."""
+    server = postgres_url()
+    if not postgres_available(server):
+        shown = make_url(server).render_as_string(hide_password=True)
+        require("CODEXWEB_REQUIRE_SERVICES", f"PostgreSQL is not reachable at {shown}")
+    with fresh_postgres_database(server) as database_url:
+        yield database_url
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[RedisNamespace]:
+    """A Redis database (1–15) and key prefix for this test alone; skips without Redis."""
+    server = redis_url()
+    if not redis_available(server):
+        require("CODEXWEB_REQUIRE_SERVICES", f"Redis is not reachable at {server}")
+    with fresh_redis_namespace(server) as namespace:
+        yield namespace
+
+
 # The application -------------------------------------------------------------------------
 
 
-def base_test_config(tmp_path) -> dict[str, Any]:
+def base_test_config(tmp_path, database_url: str | None = None) -> dict[str, Any]:
+    """Test config on `database_url`, or on a fresh SQLite file in `tmp_path` without one."""
     instance = tmp_path / "instance"
     instance.mkdir(exist_ok=True)
     return {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key-not-for-production",
-        "DATABASE_URL": f"sqlite:///{instance / 'test.db'}",
+        "DATABASE_URL": database_url or f"sqlite:///{instance / 'test.db'}",
         "MAIL_BACKEND": "locmem",
         "MAIL_FILE_DIR": str(instance / "outbox"),
+        "CHATKIT_KEYS_DIR": str(instance / "chatkit_keys"),
         "RATELIMIT_ENABLED": False,
         "LOG_FORMAT": "json",
         "PUBLIC_BASE_URL": "http://localhost",
@@ -58,13 +92,29 @@ def config_overrides() -> dict[str, Any]:
     return {}
 
 
+@pytest.fixture(scope="session")
+def test_database_url() -> Iterator[str | None]:
+    """The database every test app uses: None (a fresh SQLite file per test) by default.
+
+    With `CODEXWEB_TEST_DATABASE_URL` (e.g. `postgresql+psycopg://postgres@127.0.0.1:5432/test`)
+    the whole run gets one fresh PostgreSQL database with a random name, created from that
+    URL, emptied after each test and dropped at the end of the run.
+    """
+    url = os.environ.get("CODEXWEB_TEST_DATABASE_URL")
+    if not url:
+        yield None
+        return
+    with fresh_postgres_database(url) as database_url:
+        yield database_url
+
+
 @pytest.fixture
-def app_factory(tmp_path) -> Iterator[Callable[..., Flask]]:
+def app_factory(tmp_path, test_database_url) -> Iterator[Callable[..., Flask]]:
     """Build apps on a fresh database; each gets its schema and is torn down after the test."""
     apps: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        config = base_test_config(tmp_path)
+        config = base_test_config(tmp_path, test_database_url)
         config.update(overrides)
         app = create_app(config)
         with app.app_context():
@@ -77,6 +127,21 @@ def app_factory(tmp_path) -> Iterator[Callable[..., Flask]]:
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+    if test_database_url and any(a.config["DATABASE_URL"] == test_database_url for a in apps):
+        empty_tables(test_database_url)
+
+
+def empty_tables(database_url: str) -> None:
+    """Remove every row the test wrote to the shared PostgreSQL database."""
+    tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
+    engine = admin_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            # A connection the test leaked must not make the whole run hang on a lock.
+            connection.exec_driver_sql("SET lock_timeout = '10s'")
+            connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ in `<tmp_path>/gunicorn.log` and printed when the server fails to start.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -132,3 +133,38 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def spread_over_workers(url: str, path: str, *, workers: int, rounds: int) -> list[RawResponse]:
+    """GET `path` `workers` times per round, each request in a different sync worker.
+
+    A sync worker that has accepted a connection blocks reading it until the request is
+    complete. Each round opens one connection per worker and sends only part of the request
+    on all of them, so no worker can take two; then it completes them. Without this trick a
+    cheap request is often served by whichever worker is idle first, i.e. always the same one.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    responses: list[RawResponse] = []
+    for _ in range(rounds):
+        sockets = [socket.create_connection((host, int(port)), timeout=30) for _ in range(workers)]
+        try:
+            for sock in sockets:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode())
+            time.sleep(0.2)  # let every worker accept its connection
+            for sock in sockets:
+                sock.sendall(b"Connection: close\r\n\r\n")
+            for sock in sockets:
+                reply = http.client.HTTPResponse(sock)
+                reply.begin()
+                responses.append(RawResponse(reply.status, dict(reply.getheaders()), reply.read()))
+        finally:
+            for sock in sockets:
+                sock.close()
+    return responses
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes

@@ -239,8 +239,9 @@ def test_wrong_password_and_unknown_email_get_the_same_401(client, app, user):
     assert snapshot(app) == before
 
 
-def test_an_unknown_email_still_costs_a_password_hash(client, monkeypatch):
-    """Same time for both failures: the unknown email is checked against a dummy hash."""
+def test_an_unknown_email_still_costs_a_password_hash(client, app, user, monkeypatch):
+    """Same time for both failures: the unknown email is checked against a dummy hash with
+    the same scrypt parameters as a real one."""
     import codexweb.auth.accounts as accounts
 
     checked = []
@@ -249,8 +250,10 @@ def test_an_unknown_email_still_costs_a_password_hash(client, monkeypatch):
         accounts, "check_password_hash", lambda h, p: checked.append(h) or real(h, p)
     )
     login_json(client, "nobody@example.com", TEST_PASSWORD)
-    assert len(checked) == 1
-    assert checked[0].startswith("scrypt:")
+    login_json(client, "owner@example.com", "a wrong password")
+    unknown, wrong = checked
+    assert unknown.split("$")[0] == wrong.split("$")[0] == "scrypt:32768:8:1"
+    assert unknown != user_row(app, "owner@example.com").password_hash
 
 
 @pytest.mark.parametrize(
@@ -474,6 +477,17 @@ def test_resend_is_202_for_known_unknown_and_verified_addresses(
         assert response.status_code == 202
         assert response.get_json() == {"status": "accepted"}
     assert [message.to for message in outbox] == [["pending@example.com"]]
+
+
+def test_a_client_holding_only_the_refresh_cookie_needs_no_csrf_token(
+    client, unverified_user, outbox
+):
+    """The refresh cookie is SameSite=Strict: no cross-site request carries it."""
+    login_json(client, "pending@example.com", TEST_PASSWORD)
+    assert refresh_cookie(client)
+    response = client.post("/api/auth/verify-email/resend", json={"email": "pending@example.com"})
+    assert response.status_code == 202
+    assert len(outbox) == 1
 
 
 def test_resend_for_a_verified_user_sends_nothing(client, user, auth_headers, outbox):

@@ -396,3 +396,24 @@ def test_a_reset_logs_the_browser_out(client, app, user, outbox):
     submit_form(client, reset_url, {"password": "my new long passphrase"})
     assert logged_in_user_id(client) is None
     assert all(row.revoked_at is not None for row in refresh_rows(app, user.id))
+
+
+def test_a_reset_elsewhere_ends_every_browser_session(app, user, outbox):
+    """The login session is bound to the password: another device's reset logs this one out."""
+    laptop, phone = app.test_client(), app.test_client()
+    page_login(laptop)
+    page_login(phone)
+    app.test_client().post("/api/auth/password/forgot", json={"email": "owner@example.com"})
+    reset = {"token": link_token(outbox[0], "reset-password"), "password": "a brand new passphrase"}
+    assert app.test_client().post("/api/auth/password/reset", json=reset).status_code == 200
+    assert laptop.get("/api/auth/me").status_code == 401
+    assert laptop.get("/verify-email").headers["Location"] == "/login?next=/verify-email"
+    assert phone.get("/api/auth/me").status_code == 401
+
+
+def test_a_session_bound_to_another_password_logs_nobody_in(client, user):
+    with client.session_transaction() as session:
+        session["_user_id"] = user.id
+        session["_fresh"] = True
+        session["_login_binding"] = "0123456789abcdef"
+    assert client.get("/api/auth/me").status_code == 401

@@ -7,10 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
+from tests.codex_support import (
     AGENT,
     PLACEMENT,
-    _push_request_context,
     new_session,
     snapshot,
 )
@@ -229,6 +228,20 @@ def test_bad_create_bodies_are_422_and_write_nothing(client, owner, body, expect
         pytest.param('"dashboard"', "application/json", id="string"),
         pytest.param("null", "application/json", id="null"),
         pytest.param("", "application/json", id="empty"),
+        pytest.param(
+            '{"placement": "dashboard", "agent_id": "agent_123", "context": {"x": NaN}}',
+            "application/json",
+            id="nan",
+        ),
+        pytest.param(
+            '{"placement": "dashboard", "agent_id": "agent_123", "context": '
+            + '{"a": ' * 100_000
+            + "1"
+            + "}" * 100_001,
+            "application/json",
+            id="nested-too-deep",
+        ),
+        pytest.param(b'{"placement": "\xff"}', "application/json", id="not-utf8"),
     ],
 )
 def test_non_object_bodies_are_422(client, owner, data, content_type):
@@ -381,6 +394,15 @@ def test_list_filters_by_effective_status(client, owner, frozen_clock):
 )
 def test_list_rejects_bad_paging(client, owner, query, field):
     response = client.get(f"/api/codex/sessions?{query}", headers=owner)
+    assert [e["field"] for e in problem(response, 422, "invalid_request")["errors"]] == [field]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=x", "limit"), ("cursor=%%%", "cursor")],
+)
+def test_chatkit_list_rejects_bad_paging(client, owner, query, field):
+    response = client.get(f"/api/codex/chatkit/sessions?{query}", headers=owner)
     assert [e["field"] for e in problem(response, 422, "invalid_request")["errors"]] == [field]
 
 

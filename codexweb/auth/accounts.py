@@ -15,9 +15,8 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 
-from flask import current_app
+from flask import current_app, has_request_context, session
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -63,10 +62,13 @@ def password_matches(user: User, password: str) -> bool:
     return check_password_hash(user.password_hash, password)
 
 
-@cache
-def _dummy_password_hash() -> str:
-    # Checked against when the email is unknown, so both failures cost one scrypt.
-    return hash_password(secrets.token_urlsafe(16))
+# Checked against when the email is unknown, so both failures cost one scrypt with the same
+# parameters. The hash of a random, forgotten string: it belongs to no account, and matching
+# it would log nobody in.
+_UNKNOWN_USER_HASH = (
+    "scrypt:32768:8:1$DHZcZZB9M69uhd0Q$d34b720d215481874025ada019"
+    "7348f0c8ee11aa42bc298ea2cd3d2cfc7efdca92a0ef7082fce9201d5fa7f258d641ef73e9728042012563693aae3bf878a861"
+)
 
 
 def find_user_by_email(email: str) -> User | None:
@@ -86,9 +88,28 @@ def create_user(email: str, password: str, *, verified: bool = False) -> User:
     return user
 
 
+# The login session remembers which password it was opened with (a fingerprint of the hash).
+SESSION_BINDING_KEY = "_login_binding"
+
+
+def login_session_binding(user: User) -> str:
+    return fingerprint(user.password_hash)
+
+
 def load_user(user_id: str) -> User | None:
-    """flask-login's user loader."""
-    return db.session.get(User, user_id)
+    """flask-login's user loader: a login session dies when the password changes.
+
+    A reset revokes every refresh token; this makes it end every browser session too. Our
+    login pages always bind the session; one without a binding can only have been made by
+    code holding SECRET_KEY (tests forging a login), so it is taken as it is.
+    """
+    user = db.session.get(User, user_id)
+    if user is None or not has_request_context():
+        return user
+    bound = session.get(SESSION_BINDING_KEY)
+    if bound is not None and not hmac.compare_digest(str(bound), login_session_binding(user)):
+        return None
+    return user
 
 
 def register_user(email: str, password: str) -> User:
@@ -118,7 +139,7 @@ def authenticate(email: str, password: str) -> User:
     """
     user = find_user_by_email(email)
     if user is None:
-        check_password_hash(_dummy_password_hash(), password)
+        check_password_hash(_UNKNOWN_USER_HASH, password)
         emit("auth.login.failed", logging.WARNING, user_id=None, reason="unknown_email")
         raise AccountError("invalid_credentials")
     if not password_matches(user, password):

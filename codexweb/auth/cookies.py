@@ -9,9 +9,9 @@ family too, because `/logout` lies outside the cookie's path and must still revo
 from __future__ import annotations
 
 from flask import Response, current_app, g, request, session
-from flask_login import logout_user
+from flask_login import login_user, logout_user
 
-from .accounts import AccessGrant
+from .accounts import SESSION_BINDING_KEY, AccessGrant, login_session_binding
 
 REFRESH_COOKIE = "refresh_token"
 REFRESH_COOKIE_PATH = "/api/auth"
@@ -44,7 +44,10 @@ def clear_refresh_cookie(response: Response) -> None:
     )
 
 
-def remember_family(grant: AccessGrant) -> None:
+def open_login_session(grant: AccessGrant) -> None:
+    """flask-login's session, bound to the current password and to the refresh family."""
+    login_user(grant.user)
+    session[SESSION_BINDING_KEY] = login_session_binding(grant.user)
     session[_SESSION_FAMILY] = grant.family_id
 
 

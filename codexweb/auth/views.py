@@ -18,7 +18,6 @@ from flask import (
     request,
     url_for,
 )
-from flask_login import login_user
 from markupsafe import escape
 
 from ..errors import is_htmx, toast_trigger
@@ -27,16 +26,18 @@ from .accounts import AccountError
 from .cookies import (
     clear_refresh_cookie,
     end_login_session,
-    remember_family,
+    open_login_session,
     remembered_family,
     set_refresh_cookie,
 )
 from .forms import ConfirmForm, EmailForm, LoginForm, RegisterForm, ResetPasswordForm
 from .guards import current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .redaction import install_werkzeug_filter
 from .tokens import TokenError
 
 bp = Blueprint("auth_views", __name__)
+bp.record_once(lambda state: install_werkzeug_filter())
 
 # Where a login lands when no (safe) `next` was given. The codex pages own that URL.
 AFTER_LOGIN = "/codex/chatkit"
@@ -69,8 +70,7 @@ def _next_target() -> str:
 def _log_in_browser(user, *, via: str, target: str) -> Response:
     """Log in through a page: login session, refresh cookie, then redirect to `target`."""
     grant = accounts.start_refresh_family(user, via=via)
-    login_user(user)
-    remember_family(grant)
+    open_login_session(grant)
     response = redirect(target)
     set_refresh_cookie(response, grant)
     return response

@@ -4,8 +4,8 @@
 actual minting to the configured provider (`CHATKIT_PROVIDER`):
 
 - `local` (here): an Ed25519 JWT (`alg: EdDSA`, header `kid`) that anyone can verify with
-  `/.well-known/jwks.json`. Keys live in `<instance>/chatkit_keys/` as JWK files (0600),
-  created on first use and kept across restarts and workers.
+  `/.well-known/jwks.json`. Keys live in `CHATKIT_KEYS_DIR` (`<instance>/chatkit_keys/`)
+  as JWK files (0600), created on first use and kept across restarts and workers.
 - `openai`: hosted ChatKit sessions (`codexweb/codex/openai_provider.py`).
 """
 
@@ -50,8 +50,6 @@ ALGORITHM = "EdDSA"
 # warns on each use because RFC 9864 prefers the newer name `Ed25519`.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
-KEYS_DIRECTORY = "chatkit_keys"
-
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +76,9 @@ class ChatKitProvider:
     """What a ChatKit backend must do. Subclasses set `name` and implement `mint`."""
 
     name = "base"
+    # A provider that calls a remote service while minting: the activity is committed first,
+    # so no database write transaction (on SQLite, a database-wide lock) spans the HTTP call.
+    calls_upstream = False
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -95,6 +96,10 @@ class ChatKitProvider:
         db.session.add(record)
         db.session.flush()
         return record
+
+    def record_for_mint(self, session: CodexSession) -> ChatKitSession:
+        """The record a new token belongs to: the session's live one, opened if missing."""
+        return _live_record(session) or self.open_record(session)
 
     def mint(
         self,
@@ -183,9 +188,9 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
     if effective_status(session) != "active":
         raise session_not_found()
     provider = get_provider()
-    if not touch(session, commit=False):
+    if not touch(session, commit=provider.calls_upstream):
         raise session_not_found()
-    record = _live_record(session) or provider.open_record(session)
+    record = provider.record_for_mint(session)
     minted = provider.mint(user, session, record, session.expires_at)
     # Counted in the database, not in Python: concurrent mints must not lose increments.
     db.session.execute(
@@ -199,14 +204,21 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
         "codex.chatkit.token.issued",
         user_id=user.id,
         session_id=session.id,
-        chatkit_session_id=record.id,
+        chatkit_session_id=public_chatkit_session_id(record),
         placement=session.placement,
         agent_id=session.agent_id,
         provider=provider.name,
         jti=minted.jti,
         expires_at=isoformat(minted.expires_at),
     )
-    return MintedToken(minted.token, minted.expires_at, session.id, record.id, minted.jti)
+    return MintedToken(
+        minted.token, minted.expires_at, session.id, public_chatkit_session_id(record), minted.jti
+    )
+
+
+def public_chatkit_session_id(record: ChatKitSession) -> str:
+    """A hosted session is known by its upstream id (`cksess_…`), a local one by ours."""
+    return record.upstream_id or record.id
 
 
 def _live_record(session: CodexSession) -> ChatKitSession | None:
@@ -283,8 +295,10 @@ def chatkit_session_json(record: ChatKitSession, session: CodexSession) -> dict[
     status = record.status
     if status == "active" and effective_status(session) != "active":
         status = "ended"  # the Codex session lapsed; the purge will persist it
+    elif status == "active" and record.upstream_id and record.expires_at <= utcnow():
+        status = "expired"  # an upstream session ends at its own expiry, refreshed or not
     return {
-        "chatkit_session_id": record.id,
+        "chatkit_session_id": public_chatkit_session_id(record),
         "session_id": session.id,
         "status": status,
         "placement": session.placement,
@@ -353,7 +367,7 @@ class KeyStore:
         keys = self.keys()
         return [
             key
-            for key, successor in zip(keys, [*keys[1:], None], strict=True)
+            for key, successor in zip(keys, [*keys[1:], None], strict=False)
             if successor is None or successor.created_at + self.token_ttl > now
         ]
 
@@ -428,7 +442,7 @@ class KeyStore:
 
 def key_store(app: Flask | None = None) -> KeyStore:
     app = app or current_app._get_current_object()
-    return KeyStore(Path(app.instance_path) / KEYS_DIRECTORY, app.config["CHATKIT_TOKEN_TTL"])
+    return KeyStore(Path(app.config["CHATKIT_KEYS_DIR"]), app.config["CHATKIT_TOKEN_TTL"])
 
 
 def jwks() -> dict[str, Any]:

@@ -57,13 +57,26 @@ def parse_body(model: type[Model]) -> Model:
         raise invalid_request(
             [{"field": "body", "message": "Send a JSON object (Content-Type: application/json)."}]
         )
-    body = request.get_json(silent=True)
+    body = _strict_json(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise invalid_request([{"field": "body", "message": "Must be a JSON object."}])
     try:
         return model.model_validate(body)
     except ValidationError as error:
         raise invalid_request(validation_errors(error)) from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(data: bytes) -> Any:
+    """RFC 8259 JSON only: no NaN/Infinity (we could not echo them back as JSON), and a
+    nesting too deep for the parser is a bad request rather than a crash."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise invalid_request([{"field": "body", "message": "Not valid JSON."}]) from None
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:

@@ -119,7 +119,9 @@ def _json_object_problem(value: Any) -> str | None:
         return "Must be a JSON object."
     limit = current_app.config["CODEX_CONTEXT_MAX_BYTES"]
     try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        size = len(
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        )
     except (TypeError, ValueError):
         return "Must be a JSON object."
     if size > limit:
@@ -282,6 +284,9 @@ def session_not_found() -> Problem:
 def get_owned_session(user: User, session_id: Any) -> CodexSession:
     """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
     if not isinstance(session_id, str) or not session_id or len(session_id) > 40:
+        raise session_not_found()
+    # PostgreSQL refuses NUL in text (DataError, a 500) where SQLite just finds no row.
+    if "\x00" in session_id:
         raise session_not_found()
     session = db.session.scalars(
         select(CodexSession).where(
@@ -477,20 +482,21 @@ def purge_expired(now: datetime | None = None) -> PurgeReport:
     return PurgeReport(expired=len(expired), chatkit_ended=ended, deleted=deleted)
 
 
-def _delete_old(cutoff: datetime) -> int:
+def _delete_old(cutoff: datetime, batch: int = 500) -> int:
     old = or_(
         CodexSession.deleted_at < cutoff,
         and_(CodexSession.status == "closed", CodexSession.closed_at < cutoff),
         and_(CodexSession.status == "expired", CodexSession.expires_at < cutoff),
     )
-    ids = db.session.scalars(select(CodexSession.id).where(old)).all()
-    if not ids:
-        return 0
-    # Explicit child delete: SQLite enforces ON DELETE CASCADE only with a pragma.
-    db.session.execute(delete(ChatKitSession).where(ChatKitSession.codex_session_id.in_(ids)))
-    db.session.execute(delete(CodexSession).where(CodexSession.id.in_(ids)))
-    db.session.commit()
-    return len(ids)
+    deleted = 0
+    # In batches: one transaction per batch, and within SQLite's bound-parameter limit.
+    while ids := db.session.scalars(select(CodexSession.id).where(old).limit(batch)).all():
+        # Explicit child delete: SQLite enforces ON DELETE CASCADE only with a pragma.
+        db.session.execute(delete(ChatKitSession).where(ChatKitSession.codex_session_id.in_(ids)))
+        db.session.execute(delete(CodexSession).where(CodexSession.id.in_(ids)))
+        db.session.commit()
+        deleted += len(ids)
+    return deleted
 
 
 # Shapes and events -----------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""Keep emailed tokens out of access logs.
+
+Verification and reset links carry their token in the URL path (`/verify-email/<token>`,
+`/reset-password/<token>`, as CONTRACT.md §3 prescribes), and every access log prints request
+paths. `redact_token_paths` masks the token; the werkzeug filter (dev server) and gunicorn's
+access logger (`gunicorn.conf.py`) run every line through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_TOKEN_PATH = re.compile(r"(/(?:verify-email|reset-password)/)(?!resend(?:[/?#\s\"]|$))[^/?#\s\"]+")
+REDACTED = "[redacted]"
+
+
+def redact_token_paths(text: str) -> str:
+    return _TOKEN_PATH.sub(r"\1" + REDACTED, text)
+
+
+class TokenPathFilter(logging.Filter):
+    """Masks token paths in a log record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_token_paths(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_token_paths(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def install_werkzeug_filter() -> None:
+    """Redact the dev server's request lines (idempotent: many apps share the logger)."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(existing, TokenPathFilter) for existing in logger.filters):
+        logger.addFilter(TokenPathFilter())

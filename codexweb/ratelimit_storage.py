@@ -1,0 +1,153 @@
+"""Where rate-limit counters live, and what happens when that place is down.
+
+`RATELIMIT_STORAGE_URI` is `memory://` (one process) or `redis://host:port/db`, shared by every
+worker and host. When Redis cannot be reached, `RATELIMIT_FAIL_OPEN` decides:
+
+- `True` (default): requests go through unlimited. Availability wins over the limits: losing
+  the limiter for a while is better than losing the whole site with it. After a failure the
+  limits are skipped for `RATELIMIT_STORAGE_RETRY_INTERVAL` seconds (per worker) so a Redis
+  that hangs rather than refuses costs one timeout per interval, not one per request.
+- `False`: requests that need a limit are refused with 503 `unavailable`.
+
+Either way `ratelimit.storage_unavailable` is logged at most once per
+`RATELIMIT_STORAGE_ALERT_INTERVAL` seconds per worker, with the number of failures it stands
+for, instead of a traceback per request.
+
+flask-limiter's own options do the mechanics: `wrap_exceptions` turns every storage failure
+into `limits.errors.StorageError`, `swallow_errors` lets requests through; flask-limiter then
+logs each swallowed failure on its `flask-limiter` logger, where a filter turns them into our
+event. Its in-memory fallback was not chosen: it would count per worker, silently multiplying
+every limit by the number of workers while looking like it still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, has_app_context
+from limits.errors import StorageError
+
+from .clock import utcnow
+from .extensions import limiter
+from .logging import emit
+
+REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "valkey", "valkeys")
+
+
+def init_app(app: Flask) -> None:
+    """Bind the limiter to `app` with its storage settings derived from ours."""
+    config = app.config
+    config["RATELIMIT_SWALLOW_ERRORS"] = bool(config["RATELIMIT_FAIL_OPEN"])
+    config["RATELIMIT_STORAGE_OPTIONS"] = storage_options(config)
+    app.extensions["codexweb.ratelimit_storage"] = StorageHealth()
+    _forget_previous_app()
+    limiter.init_app(app)
+    flask_limiter_logger = logging.getLogger("flask-limiter")
+    if _FILTER not in flask_limiter_logger.filters:
+        flask_limiter_logger.addFilter(_FILTER)
+
+
+def storage_options(config) -> dict[str, Any]:
+    """Options for the storage: errors wrapped, and Redis timeouts so a hung Redis fails fast."""
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if urlsplit(config["RATELIMIT_STORAGE_URI"]).scheme in REDIS_SCHEMES:
+        timeout = float(config["RATELIMIT_STORAGE_TIMEOUT"])
+        options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
+    options.update(config.get("RATELIMIT_STORAGE_OPTIONS") or {})
+    return options
+
+
+def _forget_previous_app() -> None:
+    # `limiter` is one object for every app a process builds (tests build many). `init_app`
+    # reads these settings from config only while they are unset, so without this reset a
+    # process would keep its first app's storage options, prefix, strategy and default limits.
+    limiter._swallow_errors = None
+    limiter._key_prefix = ""
+    limiter._storage_options = {}
+    limiter._headers_enabled = None
+    limiter._strategy = None
+    limiter._retry_after = None
+    limiter.limit_manager.set_default_limits([])
+    limiter.limit_manager.set_application_limits([])
+
+
+def describe_storage(uri: str) -> str:
+    """The storage URI without credentials, for logs."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class StorageHealth:
+    """Per-process memory of storage failures: when to log again, when to try again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_reported: datetime | None = None
+        self.unreported = 0
+        self.skip_until: datetime | None = None
+
+    def failed(self, app: Flask, error: BaseException) -> None:
+        now = utcnow()
+        config = app.config
+        with self._lock:
+            if config["RATELIMIT_FAIL_OPEN"]:
+                self.skip_until = now + timedelta(
+                    seconds=float(config["RATELIMIT_STORAGE_RETRY_INTERVAL"])
+                )
+            self.unreported += 1
+            interval = timedelta(seconds=float(config["RATELIMIT_STORAGE_ALERT_INTERVAL"]))
+            if self.last_reported is not None and now - self.last_reported < interval:
+                return
+            failures, self.unreported = self.unreported, 0
+            self.last_reported = now
+        cause = error.__cause__ or error
+        emit(
+            "ratelimit.storage_unavailable",
+            logging.WARNING,
+            storage=describe_storage(config["RATELIMIT_STORAGE_URI"]),
+            error=type(cause).__name__,
+            fail_open=bool(config["RATELIMIT_FAIL_OPEN"]),
+            failures=failures,
+            worker_pid=os.getpid(),
+            interval_seconds=interval.total_seconds(),
+        )
+
+    def skipping(self) -> bool:
+        return self.skip_until is not None and utcnow() < self.skip_until
+
+
+def storage_failed(error: BaseException) -> None:
+    """Record a storage failure of the current app (logs the event when it is due)."""
+    health = current_app.extensions.get("codexweb.ratelimit_storage")
+    if health is not None:
+        health.failed(current_app._get_current_object(), error)  # type: ignore[attr-defined]
+
+
+@limiter.request_filter
+def _storage_recently_failed() -> bool:
+    """Fail-open: skip the limits for a while after the storage failed (see module doc)."""
+    health = current_app.extensions.get("codexweb.ratelimit_storage")
+    return bool(current_app.config.get("RATELIMIT_FAIL_OPEN")) and bool(
+        health and health.skipping()
+    )
+
+
+class _SwallowedStorageFailures(logging.Filter):
+    """flask-limiter logs every swallowed failure with a traceback: count it, log ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, StorageError) or not has_app_context():
+            return True
+        storage_failed(error)
+        return False
+
+
+_FILTER = _SwallowedStorageFailures()

@@ -1,0 +1,130 @@
+"""Engine settings: SQLite pragmas on every connection, foreign keys enforced on every backend,
+pre-ping kept, and the PostgreSQL connect timeout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from codexweb import create_app
+from codexweb.clock import utcnow
+from codexweb.extensions import db
+from codexweb.models import CodexSession, RefreshToken, User
+from tests.conftest import base_test_config
+
+
+def sqlite_app(app_factory, tmp_path, **overrides):
+    """An app on SQLite even when the run as a whole is on PostgreSQL."""
+    return app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'pragmas.db'}", **overrides)
+
+
+def pragma(connection, name: str):
+    return connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+
+def test_every_sqlite_connection_gets_wal_busy_timeout_and_foreign_keys(app_factory, tmp_path):
+    app = sqlite_app(app_factory, tmp_path, SQLITE_BUSY_TIMEOUT_MS=4321)
+    with app.app_context():
+        # Two connections open at once (so they cannot be the same pooled one), then a third
+        # one opened after the pool was emptied: the settings hold on each of them.
+        with db.engine.connect() as first, db.engine.connect() as second:
+            for connection in (first, second):
+                assert pragma(connection, "journal_mode") == "wal"
+                assert pragma(connection, "busy_timeout") == 4321
+                assert pragma(connection, "foreign_keys") == 1
+        db.engine.dispose()
+        with db.engine.connect() as later:
+            assert pragma(later, "foreign_keys") == 1
+            assert pragma(later, "busy_timeout") == 4321
+
+
+def test_wal_mode_is_persisted_in_the_database_file(app_factory, tmp_path):
+    import sqlite3
+
+    app = sqlite_app(app_factory, tmp_path)
+    with app.app_context(), db.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    # A plain sqlite3 connection (an operator's `sqlite3` shell, a backup tool) sees WAL too.
+    plain = sqlite3.connect(tmp_path / "pragmas.db")
+    try:
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        plain.close()
+
+
+def test_a_row_pointing_at_a_missing_user_is_refused(app):
+    with app.app_context():
+        db.session.add(
+            RefreshToken(
+                user_id="usr_does_not_exist",
+                family_id="fam",
+                token_hash="0" * 64,
+                expires_at=utcnow() + timedelta(days=1),
+            )
+        )
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+        assert db.session.scalar(db.select(db.func.count()).select_from(RefreshToken)) == 0
+
+
+def test_deleting_a_user_deletes_their_sessions_and_tokens(app, user):
+    with app.app_context():
+        now = utcnow()
+        db.session.add_all(
+            [
+                CodexSession(
+                    user_id=user.id,
+                    placement="dashboard",
+                    agent_id="agent_123",
+                    expires_at=now + timedelta(hours=1),
+                ),
+                RefreshToken(
+                    user_id=user.id,
+                    family_id="fam",
+                    token_hash="1" * 64,
+                    expires_at=now + timedelta(days=1),
+                ),
+            ]
+        )
+        db.session.commit()
+        db.session.execute(db.delete(User).where(User.id == user.id))
+        db.session.commit()
+        for model in (CodexSession, RefreshToken):
+            assert db.session.scalar(db.select(db.func.count()).select_from(model)) == 0
+
+
+def test_connections_are_pre_pinged(app):
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
+
+
+def test_postgresql_connections_time_out_instead_of_hanging(tmp_path):
+    config = base_test_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/never_connected")
+    config["DATABASE_CONNECT_TIMEOUT"] = 7
+    app = create_app(config)
+    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert options["connect_args"] == {"connect_timeout": 7}
+    assert options["pool_pre_ping"] is True
+
+
+NUL = "a\u0000b"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/auth/register", {"email": f"{NUL}@example.com", "password": "x" * 14}),
+        ("post", "/api/auth/login", {"email": f"{NUL}@example.com", "password": "x" * 14}),
+        ("post", "/api/auth/password/forgot", {"email": f"{NUL}@example.com"}),
+        ("get", f"/api/codex/sessions/current?placement={NUL}", None),
+        ("get", "/api/codex/sessions/cxs_%00", None),
+        ("get", "/api/codex/chatkit/token?session_id=cxs_%00", None),
+    ],
+)
+def test_a_nul_character_in_input_is_never_a_500(client, auth_headers, user, method, path, body):
+    # SQLite stores NUL; PostgreSQL refuses it (DataError). Neither may turn into a 500.
+    response = getattr(client, method)(path, json=body, headers=auth_headers(user))
+    assert response.status_code < 500, response.get_data(as_text=True)

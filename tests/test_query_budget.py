@@ -1,0 +1,367 @@
+"""Query budgets of the hot paths, and whether their queries use an index (issue 6).
+
+Deterministic by design: statements are counted with a `before_cursor_execute` listener and
+plans read with the database's own EXPLAIN; nothing here is timed (docs/PERFORMANCE.md has
+the timings, measured side by side by `make bench`).
+
+- Budgets: the ChatKit token endpoint and `/api/codex/sessions/current` run at most a fixed
+  number of statements, and that number does not grow with the caller's history or with
+  other users' rows (no query per row).
+- Indexes: every statement those paths and the session list run against the codex tables is
+  replayed under EXPLAIN (SQLite: `EXPLAIN QUERY PLAN`; PostgreSQL: `EXPLAIN` with sequential
+  scans discouraged, so a plan that still scans has no index to use) and must not scan a table.
+  The PostgreSQL half runs on a fresh, randomly named database on `CODEXWEB_TEST_DATABASE_URL`
+  (dropped afterwards) and skips without it, unless `CODEXWEB_REQUIRE_SERVICES=1`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, event, insert, make_url, text
+
+from codexweb.auth.tokens import issue_access_token
+from codexweb.clock import utcnow
+from codexweb.extensions import db
+from codexweb.models import ChatKitSession, CodexSession, User
+from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
+    AGENT,
+    PLACEMENT,
+    _push_request_context,
+    new_session,
+)
+from tests.conftest import require
+
+# Statements per request, counted after the first call (which may create the ChatKit record
+# and load the signing key). Raise a budget only with a reason in the commit.
+# Today's counts; the comments name the statements a leaner implementation would not run
+# (docs/PERFORMANCE.md, "Query budgets"). Lower a budget when they go.
+BUDGETS = {
+    # user, session, touch, ORM re-UPDATE of the touched columns, live ChatKit record, its
+    # expiry UPDATE, token count UPDATE, then 3 reloads (user, session, record) of objects
+    # expired by the commit, read by the event logged after it. Needed: 5.
+    "token": 10,
+    # user, current session, touch, ORM re-UPDATE, reload of the session expired by the
+    # commit, for the response. Needed: 3.
+    "current": 5,
+}
+CODEX_TABLES = ("codex_sessions", "chatkit_sessions", "users")
+OTHER_PLACEMENT = "developer-workbench"
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    parameters: Any
+
+    def touches_codex_tables(self) -> bool:
+        return any(re.search(rf"\b{table}\b", self.sql) for table in CODEX_TABLES)
+
+    def is_query(self) -> bool:
+        return self.sql.lstrip().split(None, 1)[0].upper() in {"SELECT", "UPDATE", "DELETE"}
+
+
+@contextmanager
+def recorded_statements(app) -> Iterator[list[Statement]]:
+    """Every statement the app's engine sends to the database inside the block."""
+    with app.app_context():
+        engine = db.engine
+    statements: list[Statement] = []
+
+    def record(connection, cursor, sql, parameters, context, executemany):
+        statements.append(Statement(sql, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def listing(statements: list[Statement]) -> str:
+    return "\n".join(f"  {statement.sql}" for statement in statements)
+
+
+# Data: the caller with an active session and some history, among other users' rows --------
+
+
+@dataclass
+class Caller:
+    headers: dict[str, str]
+    session_id: str
+
+
+def add_history(client, headers, closed: int) -> None:
+    """`closed` sessions on another placement, opened and closed over the API."""
+    for _ in range(closed):
+        session = new_session(client, headers, placement=OTHER_PLACEMENT)
+        response = client.post(
+            f"/api/codex/sessions/{session['session_id']}/close", headers=headers
+        )
+        assert response.status_code == 200
+
+
+def make_caller(app, make_user_fn, email: str, history: int = 0) -> Caller:
+    user = make_user_fn(email)
+    with app.app_context():
+        headers = {"Authorization": f"Bearer {issue_access_token(user.id)}"}
+    client = app.test_client()
+    add_history(client, headers, history)
+    session = new_session(client, headers)
+    return Caller(headers, session["session_id"])
+
+
+def token_path(caller: Caller) -> str:
+    return f"/api/codex/chatkit/token?session_id={caller.session_id}"
+
+
+CURRENT_PATH = f"/api/codex/sessions/current?placement={PLACEMENT}&agent_id={AGENT}"
+
+
+def count_statements(app, path: str, headers: dict[str, str]) -> list[Statement]:
+    client = app.test_client()
+    assert client.get(path, headers=headers).status_code == 200  # first call: set-up work
+    with recorded_statements(app) as statements:
+        response = client.get(path, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return statements
+
+
+# Budgets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "path_of"),
+    [("token", token_path), ("current", lambda caller: CURRENT_PATH)],
+)
+def test_hot_path_stays_within_its_statement_budget(app, make_user, name, path_of):
+    caller = make_caller(app, make_user, "caller@example.com")
+
+    statements = count_statements(app, path_of(caller), caller.headers)
+
+    assert len(statements) <= BUDGETS[name], (
+        f"{name} ran {len(statements)} statements, budget {BUDGETS[name]}:\n{listing(statements)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "path_of"),
+    [("token", token_path), ("current", lambda caller: CURRENT_PATH)],
+)
+def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, name, path_of):
+    quiet = make_caller(app, make_user, "quiet@example.com")
+    busy = make_caller(app, make_user, "busy@example.com", history=12)
+    for index in range(3):
+        make_caller(app, make_user, f"other{index}@example.com", history=4)
+
+    quiet_count = len(count_statements(app, path_of(quiet), quiet.headers))
+    busy_statements = count_statements(app, path_of(busy), busy.headers)
+
+    assert len(busy_statements) == quiet_count, listing(busy_statements)
+
+
+# Index use -------------------------------------------------------------------------------
+
+
+def explain_sqlite(connection, statement: Statement) -> tuple[list[str], list[str]]:
+    """The plan, and its lines that read a whole codex table or a whole index of one."""
+    rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement.sql}", statement.parameters)
+    plan = [row[-1] for row in rows]
+    tables = "|".join(CODEX_TABLES)
+    return plan, [line for line in plan if re.match(rf"SCAN ({tables})\b", line)]
+
+
+def explain_postgres(connection, statement: Statement) -> tuple[list[str], list[str]]:
+    """The plan's nodes, and those that read a codex table without seeking an index: a
+    sequential scan, or an index scan with no `Index Cond` (a walk over the whole index)."""
+    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    explained = connection.exec_driver_sql(
+        f"EXPLAIN (FORMAT JSON) {statement.sql}", statement.parameters
+    ).scalar_one()
+    root = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
+    plan, problems = [], []
+    for node in _plan_nodes(root):
+        line = " ".join(
+            str(node[key]) for key in ("Node Type", "Index Name", "Relation Name") if key in node
+        )
+        if "Index Cond" in node:
+            line += f" [{node['Index Cond']}]"
+        plan.append(line)
+        kind = node["Node Type"]
+        whole_index = kind in ("Index Scan", "Index Only Scan") and "Index Cond" not in node
+        if node.get("Relation Name") in CODEX_TABLES and (kind == "Seq Scan" or whole_index):
+            problems.append(line)
+    return plan, problems
+
+
+def _plan_nodes(node: dict) -> Iterator[dict]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+EXPLAINERS = {"sqlite": explain_sqlite, "postgresql": explain_postgres}
+
+
+def add_other_users_rows(app, users: int = 40, sessions_each: int = 50) -> None:
+    """Rows of other people, so the planner weighs real alternatives (an empty table makes
+    every plan cheap). PostgreSQL then gathers statistics, as autovacuum would; SQLite keeps
+    none in production (codexweb never runs ANALYZE), so it plans without them here too."""
+    now = utcnow()
+    user_rows = [
+        {
+            "id": f"usr_other{index}",
+            "email": f"other-user-{index}@example.com",
+            "password_hash": "x",
+            "email_verified_at": now,
+            "created_at": now,
+        }
+        for index in range(users)
+    ]
+    session_rows = [
+        {
+            "id": f"cxs_other{index}_{number}",
+            "user_id": f"usr_other{index}",
+            "placement": PLACEMENT if number == 0 else OTHER_PLACEMENT,
+            "agent_id": AGENT,
+            "context": {},
+            "metadata": {},
+            "status": "active" if number == 0 else "closed",
+            "created_at": now - timedelta(hours=number),
+            "last_active_at": now - timedelta(hours=number),
+            "expires_at": now + timedelta(minutes=30),
+        }
+        for index in range(users)
+        for number in range(sessions_each)
+    ]
+    chatkit_rows = [
+        {
+            "id": f"cks_{row['id']}",
+            "codex_session_id": row["id"],
+            "user_id": row["user_id"],
+            "status": "active" if row["status"] == "active" else "ended",
+            "created_at": row["created_at"],
+            "tokens_issued": 0,
+            "cancel_pending": False,
+        }
+        for row in session_rows
+    ]
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(insert(User.__table__), user_rows)
+        connection.execute(insert(CodexSession.__table__), session_rows)
+        connection.execute(insert(ChatKitSession.__table__), chatkit_rows)
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, randomly named PostgreSQL database, dropped after the test."""
+    server = os.environ.get("CODEXWEB_TEST_DATABASE_URL")
+    if not server:
+        require("CODEXWEB_REQUIRE_SERVICES", "PostgreSQL: CODEXWEB_TEST_DATABASE_URL is not set")
+    name = f"codexweb_test_qb_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_app(request, app_factory):
+    if request.param == "postgresql":
+        return app_factory(DATABASE_URL=request.getfixturevalue("postgres_url"))
+    return app_factory()
+
+
+def hot_path_statements(app, make_user_fn) -> dict[str, list[Statement]]:
+    caller = make_caller(app, make_user_fn, "caller@example.com", history=3)
+    add_other_users_rows(app)
+    client = app.test_client()
+    paths = {
+        "token": token_path(caller),
+        "current": CURRENT_PATH,
+        "list": "/api/codex/sessions?limit=2",
+    }
+    recorded = {}
+    for name, path in paths.items():
+        with recorded_statements(app) as statements:
+            response = client.get(path, headers=caller.headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        recorded[name] = statements
+    # The second page of the list runs the keyset (cursor) query.
+    cursor = response.get_json()["next_cursor"]
+    assert cursor, "three closed sessions and an active one make more than one page of two"
+    with recorded_statements(app) as statements:
+        response = client.get(
+            f"/api/codex/sessions?limit=2&cursor={cursor}", headers=caller.headers
+        )
+    assert response.status_code == 200
+    recorded["list, next page"] = statements
+    return recorded
+
+
+@pytest.fixture
+def make_backend_user(backend_app):
+    from codexweb.auth.accounts import create_user
+
+    counter = iter(range(1, 1000))
+
+    def make(email: str | None = None):
+        with backend_app.app_context():
+            user = create_user(email or f"u{next(counter)}@example.com", "x" * 12, verified=True)
+            db.session.commit()
+            db.session.refresh(user)
+            db.session.expunge(user)
+            return user
+
+    return make
+
+
+def test_hot_path_queries_use_an_index(backend_app, make_backend_user):
+    recorded = hot_path_statements(backend_app, make_backend_user)
+    with backend_app.app_context():
+        dialect = db.engine.dialect.name
+        explain = EXPLAINERS[dialect]
+        problems = []
+        with db.engine.connect() as connection:
+            for name, statements in recorded.items():
+                queries = [s for s in statements if s.is_query() and s.touches_codex_tables()]
+                assert queries, f"{name}: no query against the codex tables was recorded"
+                for statement in queries:
+                    with connection.begin():
+                        plan, scans = explain(connection, statement)
+                    if scans:
+                        problems.append(f"{name}: {statement.sql}\n    " + "\n    ".join(plan))
+    assert not problems, f"{dialect}: full scans:\n" + "\n".join(problems)
+
+
+def test_explain_check_flags_a_query_no_index_serves(backend_app):
+    """The check above can fail: a filter on an unindexed column is reported as a scan."""
+    add_other_users_rows(backend_app)
+    with backend_app.app_context():
+        dialect = db.engine.dialect.name
+        statement = {
+            "sqlite": Statement("SELECT id FROM codex_sessions WHERE closed_at > ?", ("2026",)),
+            "postgresql": Statement(
+                "SELECT id FROM codex_sessions WHERE closed_at > %(closed)s",
+                {"closed": "2026-01-01"},
+            ),
+        }[dialect]
+        with db.engine.connect() as connection, connection.begin():
+            _, scans = EXPLAINERS[dialect](connection, statement)
+    assert scans
