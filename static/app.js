@@ -454,26 +454,56 @@
     return null;
   };
 
-  /* With CHATKIT_SCRIPT_URL the page carries <openai-chatkit>: hand it our tokens. */
+  /* A token with some life left, fetching a fresh one when needed (for ChatKit). */
+  TokenKeeper.prototype.usableToken = function (forceFresh) {
+    if (!forceFresh && this.token && this.remaining() > 30000) return Promise.resolve(this.token);
+    return this.fetchToken().then(function (token) {
+      if (!token) throw new Error("No ChatKit token available");
+      return token;
+    });
+  };
+
+  /* With CHATKIT_SCRIPT_URL the page carries <openai-chatkit>: hand it our tokens. Hosted
+   * ChatKit asks for a client secret; a self-hosted ChatKit server (data-api-url) gets every
+   * request with the token as Bearer, and a 401 from it (token expired mid-chat) is retried
+   * once with a fresh token. */
   TokenKeeper.prototype.mountChatKit = function () {
     var element = this.el("chatkit-element");
     if (!element || !window.customElements) return;
     var keeper = this;
     window.customElements.whenDefined("openai-chatkit").then(function () {
       if (keeper.stopped) return;
-      element.setOptions({
-        api: {
+      var api;
+      if (element.dataset.apiUrl) {
+        api = {
+          url: element.dataset.apiUrl,
+          domainKey: element.dataset.domainKey,
+          fetch: function (input, init) {
+            return keeper.chatkitFetch(input, init, false);
+          },
+        };
+      } else {
+        api = {
           getClientSecret: function (current) {
             // A first call may reuse a fresh token; a call with one means "that one expired".
-            if (!current && keeper.token && keeper.remaining() > 30000) {
-              return Promise.resolve(keeper.token);
-            }
-            return keeper.fetchToken().then(function (token) {
-              if (!token) throw new Error("No ChatKit token available");
-              return token;
-            });
+            return keeper.usableToken(!!current);
           },
-        },
+        };
+      }
+      element.setOptions({ api: api });
+      keeper.report("chatkit.ready", { api: element.dataset.apiUrl ? "custom" : "hosted" });
+    });
+  };
+
+  TokenKeeper.prototype.chatkitFetch = function (input, init, isRetry) {
+    var keeper = this;
+    return this.usableToken(isRetry).then(function (token) {
+      var headers = new Headers((init && init.headers) || {});
+      headers.set("Authorization", "Bearer " + token);
+      var options = Object.assign({}, init || {}, { headers: headers });
+      return fetch(input, options).then(function (response) {
+        if (response.status === 401 && !isRetry) return keeper.chatkitFetch(input, init, true);
+        return response;
       });
     });
   };

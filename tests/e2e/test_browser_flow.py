@@ -7,9 +7,12 @@ also refreshes the README's screenshots (banner, resume card, toast).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -448,3 +451,99 @@ def test_starting_a_session_that_exists_offers_to_resume_it(page: Page, serve, w
         assert page.locator("[data-chatkit-area]").get_attribute(
             "data-session-id"
         ) == other.locator("[data-chatkit-area]").get_attribute("data-session-id")
+
+
+FAKE_CHATKIT_CUSTOM = """
+customElements.define("openai-chatkit", class extends HTMLElement {
+  setOptions(options) {
+    const api = options.api;
+    this.dataset.domainKey = api.domainKey;
+    api.fetch(api.url + "/threads", {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({op: "threads.create"}),
+    }).then((response) => response.json()).then((body) => {
+      this.dataset.seen = body.authorizations.join(" | ");
+      this.textContent = "Fake ChatKit talked to its server";
+    });
+  }
+});
+"""
+
+
+class _FakeChatKitServer(ThreadingHTTPServer):
+    """A self-hosted ChatKit server stand-in: CORS for the page's origin; the first request
+    is refused with 401 (an expired token), later ones echo the Authorization they got."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FakeChatKitHandler)
+        self.authorizations: list[str] = []
+        self.origin = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _FakeChatKitHandler(BaseHTTPRequestHandler):
+    server: _FakeChatKitServer
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _cors(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
+        self.send_header("Access-Control-Allow-Headers", "authorization, content-type")
+        self.send_header("Access-Control-Allow-Methods", "POST")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(204)
+        self._cors()
+        self.end_headers()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.authorizations.append(self.headers.get("Authorization", ""))
+        first = len(self.server.authorizations) == 1
+        body = json.dumps({"authorizations": self.server.authorizations}).encode()
+        self.send_response(401 if first else 200)
+        self._cors()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_self_hosted_chatkit_server_gets_the_token_as_bearer(page: Page, serve, watch, tmp_path):
+    """With CHATKIT_API_URL the component's requests carry the token as Bearer; a 401 from
+    that server (token expired mid-chat) is answered with a fresh token, once."""
+    assets = tmp_path / "chatkit-cdn"
+    assets.mkdir()
+    (assets / "chatkit.js").write_text(FAKE_CHATKIT_CUSTOM)
+    port = free_port()
+    cdn = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=assets,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    chatkit_server = _FakeChatKitServer()
+    threading.Thread(target=chatkit_server.serve_forever, daemon=True).start()
+    watch.expect(r"status of 401")  # the fake server's refusal of the first request
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/chatkit.js", process=cdn)
+        server = serve(
+            CHATKIT_SCRIPT_URL=f"http://127.0.0.1:{port}/chatkit.js",
+            CHATKIT_API_URL=chatkit_server.origin + "/chatkit",
+            CHATKIT_DOMAIN_KEY="domain_pk_test",
+        )
+        create_verified_user(server, "selfhosted@example.com")
+        log_in(page, server, "selfhosted@example.com")
+        start_session(page)
+        component = page.locator("openai-chatkit")
+        expect(component).to_have_text("Fake ChatKit talked to its server")
+        assert component.get_attribute("data-domain-key") == "domain_pk_test"
+        first, second = chatkit_server.authorizations
+        assert first.startswith("Bearer ey") and second.startswith("Bearer ey")
+        assert first != second  # the retry after the 401 carried a fresh token
+    finally:
+        chatkit_server.shutdown()
+        chatkit_server.server_close()
+        cdn.terminate()
+        cdn.wait()
