@@ -53,7 +53,6 @@ preload_app = False
 proc_name = "codexweb"
 
 
-
 def access_path(path: str) -> str:
     """The path as logged: never a query string (PATH_INFO has none), never a link's token."""
     return redact_token_paths(path or "")

@@ -46,4 +46,7 @@ def retry_after_seconds(limiter: Limiter) -> int:
     limit = limiter.current_limit
     if limit is None:
         return 60
-    return max(1, math.ceil(limit.reset_at - time.time()))
+    # `reset_at` is already rounded up to the next whole second; round the exact reset time
+    # once, so a 1/minute limit never asks for 61 seconds.
+    reset_time = limit.window[0]
+    return max(1, math.ceil(reset_time - time.time()))

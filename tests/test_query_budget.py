@@ -33,12 +33,7 @@ from codexweb.auth.tokens import issue_access_token
 from codexweb.clock import utcnow
 from codexweb.extensions import db
 from codexweb.models import ChatKitSession, CodexSession, User
-from tests.codex_support import (  # noqa: F401 (the fixture replaces pytest-flask's)
-    AGENT,
-    PLACEMENT,
-    _push_request_context,
-    new_session,
-)
+from tests.codex_support import AGENT, PLACEMENT, new_session
 from tests.conftest import require
 
 # Statements per request, counted after the first call (which may create the ChatKit record
