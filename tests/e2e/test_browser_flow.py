@@ -547,3 +547,34 @@ def test_a_self_hosted_chatkit_server_gets_the_token_as_bearer(page: Page, serve
         chatkit_server.server_close()
         cdn.terminate()
         cdn.wait()
+
+
+def test_without_javascript_the_forms_still_work(browser, serve, tmp_path):
+    server = serve()
+    create_verified_user(server, "nojs@example.com")
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        log_in(page, server, "nojs@example.com")
+        page.get_by_role("button", name="Start session").click()
+        expect(page).to_have_url(re.compile(r"/codex/chatkit/sessions/cxs_"))
+        expect(page.get_by_role("heading", name="Demo agent")).to_be_visible()
+        # (Its <noscript> note is not asserted: Playwright disables script execution, not
+        # the parser's scripting flag, so Chromium keeps treating <noscript> as raw text.)
+        expect(page.get_by_role("button", name="Close session")).to_be_visible()
+
+        page.goto(server.url + "/codex/chatkit")
+        page.get_by_role("button", name="Resume session").click()
+        expect(page).to_have_url(re.compile(r"/codex/chatkit/sessions/cxs_"))
+
+        page.get_by_role("button", name="Close session").click()
+        expect(page).to_have_url(server.url + "/codex/chatkit")
+        expect(page.get_by_text("Session closed.")).to_be_visible()
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+
+        page.get_by_role("link", name="Sessions").click()
+        expect(page.locator(".sessions-table tbody tr")).to_have_count(1)
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(re.compile(r"/login"))
+    finally:
+        context.close()
