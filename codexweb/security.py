@@ -3,7 +3,8 @@
 The pages carry no inline script or style (htmx is configured through a meta tag and its
 indicator styles are off), so the Content-Security-Policy can be "self only". The one
 exception is the ChatKit web component: when `CHATKIT_SCRIPT_URL` is configured, its origin
-(plus any `CHATKIT_CSP_ORIGINS`) may serve scripts, frames and answer fetches.
+(plus any `CHATKIT_CSP_ORIGINS`) may serve scripts, frames and answer fetches, and a
+self-hosted ChatKit server (`CHATKIT_API_URL`) may answer the page's fetches.
 
 Every response also says `Vary: HX-Request`: the same URL answers a full page or a partial,
 and a shared cache or the browser's own must never hand one out for the other. HTML is
@@ -33,30 +34,46 @@ def origin_of(url: str | None) -> str | None:
 
 
 def chatkit_origins(app: Flask) -> list[str]:
-    """The origins the ChatKit web component needs, in a stable order, without duplicates."""
-    origins = [origin_of(app.config.get("CHATKIT_SCRIPT_URL"))]
-    if app.config.get("CHATKIT_SCRIPT_URL"):
-        origins += [origin_of(url) or "" for url in app.config.get("CHATKIT_CSP_ORIGINS") or []]
+    """Where the ChatKit web component comes from and frames: its script's origin plus
+    `CHATKIT_CSP_ORIGINS`, in a stable order, without duplicates."""
+    if not app.config.get("CHATKIT_SCRIPT_URL"):
+        return []
+    urls = [app.config["CHATKIT_SCRIPT_URL"], *(app.config.get("CHATKIT_CSP_ORIGINS") or [])]
+    return _unique(origin_of(url) for url in urls)
+
+
+def chatkit_api_origins(app: Flask) -> list[str]:
+    """A self-hosted ChatKit server (`CHATKIT_API_URL`): the page's own fetch talks to it."""
+    if not app.config.get("CHATKIT_SCRIPT_URL"):
+        return []
+    return _unique([origin_of(app.config.get("CHATKIT_API_URL"))])
+
+
+def _unique(origins) -> list[str]:
     return [origin for origin in dict.fromkeys(origins) if origin]
 
 
 def content_security_policy(app: Flask) -> str:
-    extra = " ".join(chatkit_origins(app))
-    with_extra = f"'self' {extra}" if extra else "'self'"
+    component = chatkit_origins(app)
+    connect = _unique([*component, *chatkit_api_origins(app)])
     directives = {
         "default-src": "'self'",
-        "script-src": with_extra,
+        "script-src": _sources("'self'", component),
         "style-src": "'self'",
-        "img-src": f"{with_extra} data:",
+        "img-src": _sources("'self'", component) + " data:",
         "font-src": "'self'",
-        "connect-src": with_extra,
-        "frame-src": extra or "'none'",
+        "connect-src": _sources("'self'", connect),
+        "frame-src": " ".join(component) or "'none'",
         "object-src": "'none'",
         "base-uri": "'none'",
         "form-action": "'self'",
         "frame-ancestors": "'none'",
     }
     return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+def _sources(first: str, origins: list[str]) -> str:
+    return " ".join([first, *origins])
 
 
 def add_security_headers(response: Response) -> Response:

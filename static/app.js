@@ -153,6 +153,7 @@
   // ChatKit token keeper ---------------------------------------------------------------------
 
   var REFRESH_AT = 0.8; // of the token's lifetime
+  var MIN_REFRESH_MS = 1000;
   var RETRY_BACKOFF_MS = [2000, 5000, 15000, 30000];
 
   function formatRemaining(ms) {
@@ -206,6 +207,7 @@
       if (document.visibilityState === "visible" && keeper.remaining() <= 0) keeper.fetchToken();
     };
     document.addEventListener("visibilitychange", this.onVisible);
+    this.report("chatkit.opened", { chatkit: this.el("chatkit-element") ? "mounted" : "absent" });
     this.mountChatKit();
     this.fetchToken();
   };
@@ -224,6 +226,7 @@
   TokenKeeper.prototype.tick = function () {
     if (!this.area.isConnected) {
       this.stop(); // the panel was swapped away (closed, another session resumed)
+      this.report("chatkit.closed", { tokens_issued: this.issued });
       return;
     }
     var countdown = this.el("countdown");
@@ -247,9 +250,11 @@
   TokenKeeper.prototype.schedule = function (delayMs) {
     var keeper = this;
     window.clearTimeout(this.timer);
+    // Never a tight loop, whatever a clock or a response says.
+    var delay = isFinite(delayMs) ? Math.max(MIN_REFRESH_MS, delayMs) : RETRY_BACKOFF_MS[0];
     this.timer = window.setTimeout(function () {
       keeper.fetchToken();
-    }, Math.max(250, delayMs));
+    }, delay);
   };
 
   TokenKeeper.prototype.request = function (url, options) {
@@ -263,6 +268,25 @@
       credentials: "same-origin",
       cache: "no-store",
     });
+  };
+
+  /* Lifecycle analytics (POST /api/codex/events): best effort, never in the user's way. */
+  TokenKeeper.prototype.report = function (event, properties) {
+    var url = this.area.dataset.eventsUrl;
+    if (!url) return;
+    var headers = { "Content-Type": "application/json", "X-CSRFToken": csrfToken() };
+    if (this.bearer) headers.Authorization = "Bearer " + this.bearer;
+    fetch(url, {
+      method: "POST",
+      headers: headers,
+      credentials: "same-origin",
+      keepalive: true,
+      body: JSON.stringify({
+        event: event,
+        session_id: this.sessionId,
+        properties: properties || {},
+      }),
+    }).catch(function () {});
   };
 
   /* Fetch a token; resolves to the token string, or null while recovering. Concurrent
@@ -292,6 +316,7 @@
       function (response) {
         if (keeper.stopped) return null;
         if (response.ok) return keeper.accept(response);
+        keeper.report("chatkit.token.failed", { status: response.status });
         if (response.status === 404) return keeper.recover();
         if (response.status === 401 && !afterLoginRefresh) {
           return keeper.refreshLogin().then(function (refreshed) {
@@ -304,6 +329,7 @@
         return keeper.retryLater("Codex had a problem (HTTP " + response.status + ").");
       },
       function () {
+        keeper.report("chatkit.token.failed", { status: 0 });
         return keeper.retryLater("Could not reach codexweb.");
       }
     );
@@ -318,6 +344,7 @@
       keeper.expiresAt = performance.now() + lifetime;
       keeper.failures = 0;
       keeper.issued += 1;
+      if (keeper.issued > 1) keeper.report("chatkit.token.refreshed", { tokens_issued: keeper.issued });
       keeper.area.dataset.tokensIssued = String(keeper.issued);
       keeper.el("token-count").textContent = String(keeper.issued);
       keeper.el("chatkit-session").textContent = body.chatkit_session_id || "—";
@@ -427,26 +454,56 @@
     return null;
   };
 
-  /* With CHATKIT_SCRIPT_URL the page carries <openai-chatkit>: hand it our tokens. */
+  /* A token with some life left, fetching a fresh one when needed (for ChatKit). */
+  TokenKeeper.prototype.usableToken = function (forceFresh) {
+    if (!forceFresh && this.token && this.remaining() > 30000) return Promise.resolve(this.token);
+    return this.fetchToken().then(function (token) {
+      if (!token) throw new Error("No ChatKit token available");
+      return token;
+    });
+  };
+
+  /* With CHATKIT_SCRIPT_URL the page carries <openai-chatkit>: hand it our tokens. Hosted
+   * ChatKit asks for a client secret; a self-hosted ChatKit server (data-api-url) gets every
+   * request with the token as Bearer, and a 401 from it (token expired mid-chat) is retried
+   * once with a fresh token. */
   TokenKeeper.prototype.mountChatKit = function () {
     var element = this.el("chatkit-element");
     if (!element || !window.customElements) return;
     var keeper = this;
     window.customElements.whenDefined("openai-chatkit").then(function () {
       if (keeper.stopped) return;
-      element.setOptions({
-        api: {
+      var api;
+      if (element.dataset.apiUrl) {
+        api = {
+          url: element.dataset.apiUrl,
+          domainKey: element.dataset.domainKey,
+          fetch: function (input, init) {
+            return keeper.chatkitFetch(input, init, false);
+          },
+        };
+      } else {
+        api = {
           getClientSecret: function (current) {
             // A first call may reuse a fresh token; a call with one means "that one expired".
-            if (!current && keeper.token && keeper.remaining() > 30000) {
-              return Promise.resolve(keeper.token);
-            }
-            return keeper.fetchToken().then(function (token) {
-              if (!token) throw new Error("No ChatKit token available");
-              return token;
-            });
+            return keeper.usableToken(!!current);
           },
-        },
+        };
+      }
+      element.setOptions({ api: api });
+      keeper.report("chatkit.ready", { api: element.dataset.apiUrl ? "custom" : "hosted" });
+    });
+  };
+
+  TokenKeeper.prototype.chatkitFetch = function (input, init, isRetry) {
+    var keeper = this;
+    return this.usableToken(isRetry).then(function (token) {
+      var headers = new Headers((init && init.headers) || {});
+      headers.set("Authorization", "Bearer " + token);
+      var options = Object.assign({}, init || {}, { headers: headers });
+      return fetch(input, options).then(function (response) {
+        if (response.status === 401 && !isRetry) return keeper.chatkitFetch(input, init, true);
+        return response;
       });
     });
   };

@@ -71,3 +71,16 @@ def test_production_cookies_are_secure(app_factory):
     production = app_factory(ENV="production")
     assert production.config["SESSION_COOKIE_SECURE"] is True
     assert production.config["SESSION_COOKIE_HTTPONLY"] is True
+
+
+def test_a_self_hosted_chatkit_server_may_only_answer_fetches(app_factory):
+    app = app_factory(
+        CHATKIT_SCRIPT_URL="https://cdn.platform.openai.com/deployments/chatkit/chatkit.js",
+        CHATKIT_API_URL="https://chat.example.com/chatkit",
+    )
+    policy = directives(app.test_client().get("/login").headers["Content-Security-Policy"])
+    assert policy["connect-src"] == (
+        "'self' https://cdn.platform.openai.com https://chat.example.com"
+    )
+    assert "chat.example.com" not in policy["script-src"]
+    assert "chat.example.com" not in policy["frame-src"]

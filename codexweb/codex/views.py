@@ -126,7 +126,11 @@ def panel_context(user: User, **extra: Any) -> dict[str, Any]:
         context["current"] = session_view(current) if current is not None else None
         context.update(start_form_context())
     context.update(extra)
-    context["chatkit_script_url"] = current_app.config.get("CHATKIT_SCRIPT_URL")
+    config = current_app.config
+    context["chatkit_script_url"] = config.get("CHATKIT_SCRIPT_URL")
+    # A self-hosted ChatKit server: the component talks to it with our token as Bearer.
+    context["chatkit_api_url"] = config.get("CHATKIT_API_URL")
+    context["chatkit_domain_key"] = config.get("CHATKIT_DOMAIN_KEY")
     return context
 
 

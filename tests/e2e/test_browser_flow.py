@@ -7,14 +7,17 @@ also refreshes the README's screenshots (banner, resume card, toast).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from ..servers import REPO, VENV_BIN, Server
+from ..servers import REPO, VENV_BIN, Server, free_port, wait_for_http
 from .conftest import PASSWORD, link_path, mails_to
 
 BUSY = re.compile(r"^Codex is busy, please retry in \d+ seconds$")
@@ -122,6 +125,9 @@ def test_the_whole_journey(page: Page, serve, watch, steps):
     with steps("the token is refreshed before it expires"):
         # 15 s tokens are refreshed at about 80 %: 12 s in, well before expiry.
         expect_live_token(page, issued=2)
+        # The lifecycle reached the server's structured log through /api/codex/events.
+        assert "client.chatkit.opened" in server.log()
+        assert "client.chatkit.token.refreshed" in server.log()
 
     with steps("reload and resume"):
         page.reload()
@@ -248,6 +254,7 @@ def test_a_lapsed_login_is_refreshed_once_and_the_token_keeps_coming(
             if any(path == token and status == 200 for path, status, _ in after):
                 break
             page.wait_for_timeout(200)
+        after = [entry for entry in after if entry[0] in (token, "/api/auth/refresh")]
         assert [(path, status) for path, status, _ in after] == [
             (token, 401),
             ("/api/auth/refresh", 200),
@@ -325,3 +332,249 @@ def test_phone_layout_has_no_horizontal_scroll(page: Page, serve, watch, steps):
                 "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
             assert overflow == 0, f"{path} scrolls sideways by {overflow}px"
+
+
+FAKE_CHATKIT = """
+customElements.define("openai-chatkit", class extends HTMLElement {
+  setOptions(options) {
+    const api = options.api;
+    api.getClientSecret(null).then((first) => {
+      this.dataset.first = first;
+      // What ChatKit does when its secret expires: ask again, passing the old one.
+      return api.getClientSecret(first);
+    }).then((second) => {
+      this.dataset.second = second;
+      this.textContent = "Fake ChatKit connected";
+    });
+  }
+});
+"""
+
+
+def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve, watch, tmp_path):
+    """With CHATKIT_SCRIPT_URL the page loads the component from that origin (allowed by the
+    CSP) and hands it tokens through getClientSecret: a fresh one when it asks again."""
+    assets = tmp_path / "chatkit-cdn"
+    assets.mkdir()
+    (assets / "chatkit.js").write_text(FAKE_CHATKIT)
+    port = free_port()
+    cdn = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=assets,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/chatkit.js", process=cdn)
+        server = serve(CHATKIT_SCRIPT_URL=f"http://127.0.0.1:{port}/chatkit.js")
+        create_verified_user(server, "component@example.com")
+        log_in(page, server, "component@example.com")
+        start_session(page)
+        component = page.locator("openai-chatkit")
+        expect(component).to_have_text("Fake ChatKit connected")
+        first = component.get_attribute("data-first")
+        second = component.get_attribute("data-second")
+        assert first.count(".") == 2 and second.count(".") == 2  # JWTs
+        assert first != second
+        expect(page.get_by_text("ChatKit not configured")).to_have_count(0)
+    finally:
+        cdn.terminate()
+        cdn.wait()
+
+
+def test_the_back_button_never_shows_a_bare_partial(page: Page, serve, watch, steps):
+    server = serve(RATELIMIT_SESSION_CREATE="100/minute")
+    create_verified_user(server, "history@example.com")
+    log_in(page, server, "history@example.com")
+    rows = page.locator(".sessions-table tbody tr")
+    nav = page.get_by_role("navigation", name="Main")
+
+    with steps("21 closed sessions make two pages of history"):
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        headers = {"X-CSRFToken": csrf}
+        for _ in range(21):
+            created = page.request.post(
+                server.url + "/api/codex/sessions",
+                data={"placement": "dashboard", "agent_id": "agent_123"},
+                headers=headers,
+            )
+            assert created.status == 201, created.text()
+            session_id = created.json()["session_id"]
+            closed = page.request.post(
+                f"{server.url}/api/codex/sessions/{session_id}/close", headers=headers
+            )
+            assert closed.status == 200
+
+    with steps("page through the history (an htmx swap that pushes the URL)"):
+        page.goto(server.url + "/codex/sessions")
+        expect(rows).to_have_count(20)
+        page.get_by_role("link", name="Older sessions").click()
+        expect(page).to_have_url(re.compile(r"/codex/sessions\?cursor="))
+        expect(rows).to_have_count(1)
+
+    with steps("leave, then come back with the back button: a whole page"):
+        nav.get_by_role("link", name="ChatKit").click()
+        expect(page).to_have_url(server.url + "/codex/chatkit")
+        page.go_back()
+        expect(page).to_have_url(re.compile(r"/codex/sessions\?cursor="))
+        expect(nav).to_be_visible()
+        expect(page.get_by_role("heading", name="Your sessions")).to_be_visible()
+        expect(rows).to_have_count(1)
+
+    with steps("back once more: the first page, whole"):
+        page.go_back()
+        expect(page).to_have_url(server.url + "/codex/sessions")
+        expect(nav).to_be_visible()
+        expect(rows).to_have_count(20)
+
+
+def test_starting_a_session_that_exists_offers_to_resume_it(page: Page, serve, watch, steps):
+    server = serve()
+    create_verified_user(server, "twice@example.com")
+    log_in(page, server, "twice@example.com")
+    other = page.context.new_page()
+    # Chrome logs every 4xx answer to a request; this 409 carries the card we want.
+    watch.expect(r"status of 409")
+
+    with steps("another tab starts the session first"):
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+        other.goto(server.url + "/codex/chatkit")
+        start_session(other)
+
+    with steps("this tab's start answers 409 with the existing session's card"):
+        page.get_by_role("button", name="Start session").click()
+        card = page.locator(".session-card")
+        expect(card.get_by_role("button", name="Resume session")).to_be_visible()
+        expect(toasts(page)).to_have_text(["You already have an active session there: resume it."])
+        card.get_by_role("button", name="Resume session").click()
+        expect_live_token(page)
+        assert page.locator("[data-chatkit-area]").get_attribute(
+            "data-session-id"
+        ) == other.locator("[data-chatkit-area]").get_attribute("data-session-id")
+
+
+FAKE_CHATKIT_CUSTOM = """
+customElements.define("openai-chatkit", class extends HTMLElement {
+  setOptions(options) {
+    const api = options.api;
+    this.dataset.domainKey = api.domainKey;
+    api.fetch(api.url + "/threads", {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({op: "threads.create"}),
+    }).then((response) => response.json()).then((body) => {
+      this.dataset.seen = body.authorizations.join(" | ");
+      this.textContent = "Fake ChatKit talked to its server";
+    });
+  }
+});
+"""
+
+
+class _FakeChatKitServer(ThreadingHTTPServer):
+    """A self-hosted ChatKit server stand-in: CORS for the page's origin; the first request
+    is refused with 401 (an expired token), later ones echo the Authorization they got."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FakeChatKitHandler)
+        self.authorizations: list[str] = []
+        self.origin = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _FakeChatKitHandler(BaseHTTPRequestHandler):
+    server: _FakeChatKitServer
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _cors(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
+        self.send_header("Access-Control-Allow-Headers", "authorization, content-type")
+        self.send_header("Access-Control-Allow-Methods", "POST")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(204)
+        self._cors()
+        self.end_headers()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.authorizations.append(self.headers.get("Authorization", ""))
+        first = len(self.server.authorizations) == 1
+        body = json.dumps({"authorizations": self.server.authorizations}).encode()
+        self.send_response(401 if first else 200)
+        self._cors()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_self_hosted_chatkit_server_gets_the_token_as_bearer(page: Page, serve, watch, tmp_path):
+    """With CHATKIT_API_URL the component's requests carry the token as Bearer; a 401 from
+    that server (token expired mid-chat) is answered with a fresh token, once."""
+    assets = tmp_path / "chatkit-cdn"
+    assets.mkdir()
+    (assets / "chatkit.js").write_text(FAKE_CHATKIT_CUSTOM)
+    port = free_port()
+    cdn = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=assets,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    chatkit_server = _FakeChatKitServer()
+    threading.Thread(target=chatkit_server.serve_forever, daemon=True).start()
+    watch.expect(r"status of 401")  # the fake server's refusal of the first request
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/chatkit.js", process=cdn)
+        server = serve(
+            CHATKIT_SCRIPT_URL=f"http://127.0.0.1:{port}/chatkit.js",
+            CHATKIT_API_URL=chatkit_server.origin + "/chatkit",
+            CHATKIT_DOMAIN_KEY="domain_pk_test",
+        )
+        create_verified_user(server, "selfhosted@example.com")
+        log_in(page, server, "selfhosted@example.com")
+        start_session(page)
+        component = page.locator("openai-chatkit")
+        expect(component).to_have_text("Fake ChatKit talked to its server")
+        assert component.get_attribute("data-domain-key") == "domain_pk_test"
+        first, second = chatkit_server.authorizations
+        assert first.startswith("Bearer ey") and second.startswith("Bearer ey")
+        assert first != second  # the retry after the 401 carried a fresh token
+    finally:
+        chatkit_server.shutdown()
+        chatkit_server.server_close()
+        cdn.terminate()
+        cdn.wait()
+
+
+def test_without_javascript_the_forms_still_work(browser, serve, tmp_path):
+    server = serve()
+    create_verified_user(server, "nojs@example.com")
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        log_in(page, server, "nojs@example.com")
+        page.get_by_role("button", name="Start session").click()
+        expect(page).to_have_url(re.compile(r"/codex/chatkit/sessions/cxs_"))
+        expect(page.get_by_role("heading", name="Demo agent")).to_be_visible()
+        # (Its <noscript> note is not asserted: Playwright disables script execution, not
+        # the parser's scripting flag, so Chromium keeps treating <noscript> as raw text.)
+        expect(page.get_by_role("button", name="Close session")).to_be_visible()
+
+        page.goto(server.url + "/codex/chatkit")
+        page.get_by_role("button", name="Resume session").click()
+        expect(page).to_have_url(re.compile(r"/codex/chatkit/sessions/cxs_"))
+
+        page.get_by_role("button", name="Close session").click()
+        expect(page).to_have_url(server.url + "/codex/chatkit")
+        expect(page.get_by_text("Session closed.")).to_be_visible()
+        expect(page.get_by_role("button", name="Start session")).to_be_visible()
+
+        page.get_by_role("link", name="Sessions").click()
+        expect(page.locator(".sessions-table tbody tr")).to_have_count(1)
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(re.compile(r"/login"))
+    finally:
+        context.close()
