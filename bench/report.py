@@ -53,6 +53,19 @@ def summarise_target(measurements: list[dict], scenario: str, target: str) -> di
         "baseline_rps": _median([base["rps"] for base, _ in rows]),
         "baseline_p99_ms": _median([base["p99_ms"] for base, _ in rows]),
         "ratio": _median([result["rps"] / base["rps"] for base, result in rows if base["rps"]]),
+        "cpu_ms": _median([r["server_cpu_ms"] for r in results if r.get("server_cpu_ms")]),
+        "baseline_cpu_ms": _median(
+            [base["server_cpu_ms"] for base, _ in rows if base.get("server_cpu_ms")]
+        ),
+        # Baseline CPU per request over codexweb's: the ratio with the noise of the machine
+        # taken out (req/s moves with whatever else runs; CPU time per request far less).
+        "cpu_ratio": _median(
+            [
+                base["server_cpu_ms"] / result["server_cpu_ms"]
+                for base, result in rows
+                if base.get("server_cpu_ms") and result.get("server_cpu_ms")
+            ]
+        ),
         "errors": errors,
         "error_rate": round(errors / requests, 4) if requests else None,
     }
@@ -146,12 +159,13 @@ def markdown(results: dict) -> str:
         f"{settings['wrk']['connections']} connections, median of {settings['rounds']} rounds "
         f"× {settings['seconds_per_measurement']:g} s)",
         "",
-        "| scenario | req/s | p50 ms | p90 ms | p99 ms | baseline req/s | ratio | targets |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| scenario | req/s | p50 ms | p90 ms | p99 ms | baseline req/s | ratio "
+        "| CPU ms/req (baseline) | CPU ratio | targets |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for entry in results["scenarios"].values():
         if "skipped" in entry:
-            lines.append(f"| {entry['label']} | skipped: {entry['skipped']} | | | | | | |")
+            lines.append(f"| {entry['label']} | skipped: {entry['skipped']} | | | | | | | | |")
             continue
         errors = ""
         if entry.get("errors"):
@@ -160,7 +174,9 @@ def markdown(results: dict) -> str:
             f"| {entry['label']} | {_number(entry.get('rps'))}{errors} | "
             f"{_number(entry.get('p50_ms'), 1)} | {_number(entry.get('p90_ms'), 1)} | "
             f"{_number(entry.get('p99_ms'), 1)} | {_number(entry.get('baseline_rps'))} | "
-            f"{_number(entry.get('ratio'), 2)} | {_verdict(entry.get('targets', {}))} |"
+            f"{_number(entry.get('ratio'), 2)} | {_number(entry.get('cpu_ms'), 2)} "
+            f"({_number(entry.get('baseline_cpu_ms'), 2)}) | {_number(entry.get('cpu_ratio'), 2)} "
+            f"| {_verdict(entry.get('targets', {}))} |"
         )
     if results.get("scale"):
         names = list(next(iter(results["scale"].values()))["scales"])
