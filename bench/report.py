@@ -200,6 +200,11 @@ def markdown(results: dict) -> str:
                 f"| {entry['label']} | {' | '.join(cells)} | "
                 f"{_number(entry['ratio'], 2)} {verdict} {entry['target']['want']} |"
             )
+    if settings.get("extra_env"):
+        lines += [
+            "",
+            f"codexweb environment changed for this run: {', '.join(settings['extra_env'])}.",
+        ]
     cost = results.get("password_hash")
     if cost:
         lines += [

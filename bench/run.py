@@ -135,6 +135,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", help=f"comma-separated scenarios among {','.join(scenarios.SCENARIO_KEYS)}"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the codexweb servers, e.g. CODEXWEB_RATELIMIT_ENABLED=false",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (server logs)")
     parser.add_argument(
         "--profile",
@@ -224,6 +231,7 @@ def run_plan(plan: Plan, args: argparse.Namespace, workdir: Path, fleet: Fleet) 
             "database": args.db,
             "ratelimit_storage": storage.split("://")[0],
             "rate_limits": "every CODEXWEB_RATELIMIT_* at 1000000/minute",
+            "extra_env": args.set,
         },
     }
 
@@ -244,6 +252,7 @@ def start_target(
         PostgresDatabase(args.postgres_url) if args.db == "postgres" else SqliteDatabase(instance)
     )
     env = codexweb_server_env(instance, database, gunicorn, storage)
+    env.update(dict(item.split("=", 1) for item in args.set))
     migrate(env)
     app = create_app(app_config(database))
     log(f"seeding {report.scale_label(scale)} sessions")
