@@ -122,6 +122,14 @@ def scale_summary(
             if smallest in entries and largest in entries and entries[smallest]["rps"]
         ]
         ratio = _median(ratios)
+        cpu_ratios = [
+            entries[smallest]["server_cpu_ms"] / entries[largest]["server_cpu_ms"]
+            for entries in rounds
+            if smallest in entries
+            and largest in entries
+            and entries[smallest].get("server_cpu_ms")
+            and entries[largest].get("server_cpu_ms")
+        ]
         summary[scenario.key] = {
             "label": scenario.label,
             "scales": {
@@ -129,6 +137,8 @@ def scale_summary(
             },
             "ratio_name": f"{largest}/{smallest}",
             "ratio": ratio,
+            # CPU per request at the smallest scale over the largest's (1.0: no growth).
+            "cpu_ratio": _median(cpu_ratios),
             "target": {"want": f">= {SCALE_TARGET}", "met": ratio is not None and ratio >= 0.8},
         }
     return summary
@@ -182,23 +192,24 @@ def markdown(results: dict) -> str:
         names = list(next(iter(results["scale"].values()))["scales"])
         lines += [
             "",
-            "### Scale: stored sessions (req/s, p99 ms in brackets; ratio to the baseline)",
+            "### Scale: stored sessions (req/s; p99 ms; server CPU ms/req)",
             "",
             "| endpoint | "
             + " | ".join(names)
-            + f" | {next(iter(results['scale'].values()))['ratio_name']} |",
-            "| --- | " + " | ".join("---:" for _ in names) + " | --- |",
+            + f" | {next(iter(results['scale'].values()))['ratio_name']} req/s | CPU |",
+            "| --- | " + " | ".join("---:" for _ in names) + " | --- | ---: |",
         ]
         for entry in results["scale"].values():
             cells = [
-                f"{_number(scale.get('rps'))} ({_number(scale.get('p99_ms'), 1)}) "
-                f"×{_number(scale.get('ratio'), 2)}"
+                f"{_number(scale.get('rps'))}; {_number(scale.get('p99_ms'), 1)}; "
+                f"{_number(scale.get('cpu_ms'), 2)}"
                 for scale in entry["scales"].values()
             ]
             verdict = "✅" if entry["target"]["met"] else "❌"
             lines.append(
                 f"| {entry['label']} | {' | '.join(cells)} | "
-                f"{_number(entry['ratio'], 2)} {verdict} {entry['target']['want']} |"
+                f"{_number(entry['ratio'], 2)} {verdict} {entry['target']['want']} | "
+                f"{_number(entry.get('cpu_ratio'), 2)} |"
             )
     if settings.get("extra_env"):
         lines += [
