@@ -53,6 +53,19 @@ def summarise_target(measurements: list[dict], scenario: str, target: str) -> di
         "baseline_rps": _median([base["rps"] for base, _ in rows]),
         "baseline_p99_ms": _median([base["p99_ms"] for base, _ in rows]),
         "ratio": _median([result["rps"] / base["rps"] for base, result in rows if base["rps"]]),
+        "cpu_ms": _median([r["server_cpu_ms"] for r in results if r.get("server_cpu_ms")]),
+        "baseline_cpu_ms": _median(
+            [base["server_cpu_ms"] for base, _ in rows if base.get("server_cpu_ms")]
+        ),
+        # Baseline CPU per request over codexweb's: the ratio with the noise of the machine
+        # taken out (req/s moves with whatever else runs; CPU time per request far less).
+        "cpu_ratio": _median(
+            [
+                base["server_cpu_ms"] / result["server_cpu_ms"]
+                for base, result in rows
+                if base.get("server_cpu_ms") and result.get("server_cpu_ms")
+            ]
+        ),
         "errors": errors,
         "error_rate": round(errors / requests, 4) if requests else None,
     }
@@ -109,6 +122,14 @@ def scale_summary(
             if smallest in entries and largest in entries and entries[smallest]["rps"]
         ]
         ratio = _median(ratios)
+        cpu_ratios = [
+            entries[smallest]["server_cpu_ms"] / entries[largest]["server_cpu_ms"]
+            for entries in rounds
+            if smallest in entries
+            and largest in entries
+            and entries[smallest].get("server_cpu_ms")
+            and entries[largest].get("server_cpu_ms")
+        ]
         summary[scenario.key] = {
             "label": scenario.label,
             "scales": {
@@ -116,6 +137,8 @@ def scale_summary(
             },
             "ratio_name": f"{largest}/{smallest}",
             "ratio": ratio,
+            # CPU per request at the smallest scale over the largest's (1.0: no growth).
+            "cpu_ratio": _median(cpu_ratios),
             "target": {"want": f">= {SCALE_TARGET}", "met": ratio is not None and ratio >= 0.8},
         }
     return summary
@@ -146,12 +169,13 @@ def markdown(results: dict) -> str:
         f"{settings['wrk']['connections']} connections, median of {settings['rounds']} rounds "
         f"× {settings['seconds_per_measurement']:g} s)",
         "",
-        "| scenario | req/s | p50 ms | p90 ms | p99 ms | baseline req/s | ratio | targets |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| scenario | req/s | p50 ms | p90 ms | p99 ms | baseline req/s | ratio "
+        "| CPU ms/req (baseline) | CPU ratio | targets |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for entry in results["scenarios"].values():
         if "skipped" in entry:
-            lines.append(f"| {entry['label']} | skipped: {entry['skipped']} | | | | | | |")
+            lines.append(f"| {entry['label']} | skipped: {entry['skipped']} | | | | | | | | |")
             continue
         errors = ""
         if entry.get("errors"):
@@ -160,30 +184,38 @@ def markdown(results: dict) -> str:
             f"| {entry['label']} | {_number(entry.get('rps'))}{errors} | "
             f"{_number(entry.get('p50_ms'), 1)} | {_number(entry.get('p90_ms'), 1)} | "
             f"{_number(entry.get('p99_ms'), 1)} | {_number(entry.get('baseline_rps'))} | "
-            f"{_number(entry.get('ratio'), 2)} | {_verdict(entry.get('targets', {}))} |"
+            f"{_number(entry.get('ratio'), 2)} | {_number(entry.get('cpu_ms'), 2)} "
+            f"({_number(entry.get('baseline_cpu_ms'), 2)}) | {_number(entry.get('cpu_ratio'), 2)} "
+            f"| {_verdict(entry.get('targets', {}))} |"
         )
     if results.get("scale"):
         names = list(next(iter(results["scale"].values()))["scales"])
         lines += [
             "",
-            "### Scale: stored sessions (req/s, p99 ms in brackets; ratio to the baseline)",
+            "### Scale: stored sessions (req/s; p99 ms; server CPU ms/req)",
             "",
             "| endpoint | "
             + " | ".join(names)
-            + f" | {next(iter(results['scale'].values()))['ratio_name']} |",
-            "| --- | " + " | ".join("---:" for _ in names) + " | --- |",
+            + f" | {next(iter(results['scale'].values()))['ratio_name']} req/s | CPU |",
+            "| --- | " + " | ".join("---:" for _ in names) + " | --- | ---: |",
         ]
         for entry in results["scale"].values():
             cells = [
-                f"{_number(scale.get('rps'))} ({_number(scale.get('p99_ms'), 1)}) "
-                f"×{_number(scale.get('ratio'), 2)}"
+                f"{_number(scale.get('rps'))}; {_number(scale.get('p99_ms'), 1)}; "
+                f"{_number(scale.get('cpu_ms'), 2)}"
                 for scale in entry["scales"].values()
             ]
             verdict = "✅" if entry["target"]["met"] else "❌"
             lines.append(
                 f"| {entry['label']} | {' | '.join(cells)} | "
-                f"{_number(entry['ratio'], 2)} {verdict} {entry['target']['want']} |"
+                f"{_number(entry['ratio'], 2)} {verdict} {entry['target']['want']} | "
+                f"{_number(entry.get('cpu_ratio'), 2)} |"
             )
+    if settings.get("extra_env"):
+        lines += [
+            "",
+            f"codexweb environment changed for this run: {', '.join(settings['extra_env'])}.",
+        ]
     cost = results.get("password_hash")
     if cost:
         lines += [

@@ -135,6 +135,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", help=f"comma-separated scenarios among {','.join(scenarios.SCENARIO_KEYS)}"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the codexweb servers, e.g. CODEXWEB_RATELIMIT_ENABLED=false",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (server logs)")
     parser.add_argument(
         "--profile",
@@ -224,6 +231,7 @@ def run_plan(plan: Plan, args: argparse.Namespace, workdir: Path, fleet: Fleet) 
             "database": args.db,
             "ratelimit_storage": storage.split("://")[0],
             "rate_limits": "every CODEXWEB_RATELIMIT_* at 1000000/minute",
+            "extra_env": args.set,
         },
     }
 
@@ -244,6 +252,7 @@ def start_target(
         PostgresDatabase(args.postgres_url) if args.db == "postgres" else SqliteDatabase(instance)
     )
     env = codexweb_server_env(instance, database, gunicorn, storage)
+    env.update(dict(item.split("=", 1) for item in args.set))
     migrate(env)
     app = create_app(app_config(database))
     log(f"seeding {report.scale_label(scale)} sessions")
@@ -311,11 +320,23 @@ def measure(scenario: Scenario, target: Target, load: wrk.Load, round_: str) -> 
     """One wrk run; `round_` ("warmup", "1"…, "profile") picks the cycle's fresh users."""
     if scenario.key == "cycle":
         data = target.data[f"cycle/{round_}"]
-        return wrk.run(
-            target.server.url, "cycle.lua", data, load, [str(load.threads)], target.health_url
-        )
+        args = [str(load.threads), wrk.USER_AGENT]
+        return metered(target.server, "cycle.lua", data, load, args, target.health_url)
     data = target.data[scenario.key]
-    return wrk.run(target.server.url, scenario.script, data, load, drain_url=target.health_url)
+    return metered(target.server, scenario.script, data, load, [], target.health_url)
+
+
+def metered(
+    server: Server, script: str, data: Path, load: wrk.Load, args: list[str], drain_url: str
+) -> wrk.Result:
+    """A wrk run, plus the server's CPU time per request it served (noise-robust: what other
+    processes on a shared machine do changes req/s far more than CPU time per request)."""
+    offset, cpu = server.log_size(), server.cpu_seconds()
+    result = wrk.run(server.url, script, data, load, args, drain_url)
+    served = server.bench_requests_since(offset) or result.requests
+    if served:
+        result.server_cpu_ms = round((server.cpu_seconds() - cpu) * 1000 / served, 3)
+    return result
 
 
 def run_rounds(
@@ -330,7 +351,7 @@ def run_rounds(
     for round_ in range(1, plan.rounds + 1):
         log(f"round {round_}/{plan.rounds}")
         for scenario in runnable:
-            base = wrk.run(baseline.url, "requests.lua", baseline_data, load)
+            base = metered(baseline, "requests.lua", baseline_data, load, [], baseline.url)
             measurements.append(record(round_, scenario, "baseline", base))
             chosen = targets_of(scenario, targets)
             shift = (round_ - 1) % len(chosen)

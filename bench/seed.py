@@ -25,8 +25,10 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from flask import Flask
@@ -87,15 +89,24 @@ def seed(
             _new_users(f"cycle{round_}", cycle_users_per_round, password_hash, now)
             for round_ in range(cycle_rounds)
         ]
-        bench_sessions = list(_bench_sessions(bench, now, rng))
-        filler_needed = max(0, total_sessions - len(bench_sessions))
+        bench_count = len(bench) * (HISTORY + 1)
+        filler_needed = max(0, total_sessions - bench_count)
+        # Random ids, handed out in sorted order: the primary key indexes then grow at their
+        # end instead of splitting pages all over a table larger than the cache.
+        session_ids = iter(sorted(islice(SESSION_IDS, bench_count + filler_needed)))
+        chatkit_ids = iter(sorted(islice(CHATKIT_IDS, bench_count + filler_needed)))
+        bench_sessions = list(_bench_sessions(bench, now, rng, session_ids))
         filler_count = -(-filler_needed // FILLER_SESSIONS_PER_USER)
         filler = _new_users("filler", filler_count, password_hash, now)
-        with engine.begin() as connection:
+        with engine.begin() as connection, _secondary_indexes_deferred(connection):
             _bulk_load_settings(connection)
             _insert(connection, User, [*bench, *(u for group in cycles for u in group), *filler])
-            _insert_sessions(connection, bench_sessions)
-            _insert_sessions(connection, _filler_sessions(filler, filler_needed, now, rng))
+            _insert_sessions(connection, bench_sessions, chatkit_ids)
+            _insert_sessions(
+                connection,
+                _filler_sessions(filler, filler_needed, now, rng, session_ids),
+                chatkit_ids,
+            )
         active = {row["user_id"]: row["id"] for row in bench_sessions if row["status"] == "active"}
         population = Population(
             api_users=[_bench_user(row, active.get(row["id"])) for row in bench],
@@ -130,11 +141,16 @@ def _bench_user(row: dict, session_id: str | None = None) -> BenchUser:
 
 
 def _session(
-    user_id: str, placement: str, status: str, created_at: datetime, idle: timedelta
+    session_id: str,
+    user_id: str,
+    placement: str,
+    status: str,
+    created_at: datetime,
+    idle: timedelta,
 ) -> dict:
     last_active = created_at + idle
     return {
-        "id": next(SESSION_IDS),
+        "id": session_id,
         "user_id": user_id,
         "placement": placement,
         "agent_id": AGENT_ID,
@@ -148,17 +164,22 @@ def _session(
     }
 
 
-def _bench_sessions(users: list[dict], now: datetime, rng: random.Random) -> Iterator[dict]:
+def _bench_sessions(
+    users: list[dict], now: datetime, rng: random.Random, ids: Iterator[str]
+) -> Iterator[dict]:
     for user in users:
         for _ in range(HISTORY):
             created = now - timedelta(days=rng.uniform(1, 29))
-            yield _session(user["id"], PLACEMENT, "closed", created, timedelta(minutes=20))
+            yield _session(
+                next(ids), user["id"], PLACEMENT, "closed", created, timedelta(minutes=20)
+            )
         # Active until well after the run: token mints and /current slide it further.
-        yield _session(user["id"], PLACEMENT, "active", now - timedelta(minutes=1), timedelta(0))
+        started = now - timedelta(minutes=1)
+        yield _session(next(ids), user["id"], PLACEMENT, "active", started, timedelta(0))
 
 
 def _filler_sessions(
-    users: list[dict], count: int, now: datetime, rng: random.Random
+    users: list[dict], count: int, now: datetime, rng: random.Random, ids: Iterator[str]
 ) -> Iterator[dict]:
     written = 0
     for user in users:
@@ -166,16 +187,20 @@ def _filler_sessions(
             if written == count:
                 return
             if index == 0:
-                row = _session(user["id"], OTHER_PLACEMENT, "active", now, timedelta(0))
+                row = _session(next(ids), user["id"], OTHER_PLACEMENT, "active", now, timedelta(0))
             else:
                 created = now - timedelta(days=rng.uniform(1, 29), seconds=index)
                 status = "closed" if index % 3 else "expired"
-                row = _session(user["id"], PLACEMENT, status, created, timedelta(minutes=5))
+                row = _session(
+                    next(ids), user["id"], PLACEMENT, status, created, timedelta(minutes=5)
+                )
             written += 1
             yield row
 
 
-def _insert_sessions(connection, rows: Iterator[dict] | list[dict]) -> None:
+def _insert_sessions(
+    connection, rows: Iterator[dict] | list[dict], chatkit_ids: Iterator[str]
+) -> None:
     """Sessions, each with its one ChatKit record (the local provider keeps one per session)."""
     for batch in _batches(iter(rows), BATCH):
         bulk_insert(connection, CodexSession.__table__, batch)
@@ -184,7 +209,7 @@ def _insert_sessions(connection, rows: Iterator[dict] | list[dict]) -> None:
             ChatKitSession.__table__,
             [
                 {
-                    "id": next(CHATKIT_IDS),
+                    "id": next(chatkit_ids),
                     "codex_session_id": row["id"],
                     "user_id": row["user_id"],
                     "provider": "local",
@@ -299,6 +324,31 @@ def _ids(prefix: str) -> Iterator[str]:
 USER_IDS = _ids("usr")
 SESSION_IDS = _ids("cxs")
 CHATKIT_IDS = _ids("cks")
+
+
+@contextmanager
+def _secondary_indexes_deferred(connection: Connection) -> Iterator[None]:
+    """Drop the seeded tables' secondary indexes, and create them again, exactly as the
+    migration defined them (their SQL is read back from the database), once the rows are in:
+    one sort per index instead of a million random inserts into each. Indexes behind a
+    primary key or unique constraint stay (they cannot be dropped without the constraint)."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            " AND tbl_name IN ('users', 'codex_sessions', 'chatkit_sessions')"
+        )
+    else:
+        rows = connection.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND tablename IN ('users', 'codex_sessions', 'chatkit_sessions')"
+            " AND indexname NOT IN (SELECT conname FROM pg_constraint)"
+        )
+    indexes = list(rows)
+    for name, _ in indexes:
+        connection.exec_driver_sql(f'DROP INDEX "{name}"')
+    yield
+    for _, definition in indexes:
+        connection.exec_driver_sql(definition)
 
 
 def _bulk_load_settings(connection: Connection) -> None:

@@ -9,6 +9,7 @@ raised far above what the load can reach, so limits are evaluated but never hit.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from contextlib import ExitStack
@@ -19,6 +20,8 @@ from typing import Any
 from sqlalchemy import create_engine, make_url, text
 
 from tests.servers import REPO, VENV_BIN, codexweb_env, free_port, migrate, stop, wait_for_http
+
+from .wrk import USER_AGENT
 
 SECRET_KEY = "bench-secret-key-not-for-production"
 UNREACHABLE_LIMIT = "1000000/minute"
@@ -49,6 +52,51 @@ class Server:
     url: str
     process: subprocess.Popen
     log_path: Path
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the gunicorn master and its workers."""
+        return sum(_cpu_seconds(pid) for pid in [self.process.pid, *_children(self.process.pid)])
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def bench_requests_since(self, offset: int) -> int:
+        """Requests from wrk in the access log since `offset` (it logs the User-Agent).
+
+        wrk counts only answers it read before stopping; the server also answered those in
+        flight, and their CPU time is in `cpu_seconds`.
+        """
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return log.read().count(USER_AGENT.encode())
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # fields after "pid (comm)"
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(int(entry.name))[1]) == pid:
+                    children.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+                continue
+    return children
 
 
 def start_gunicorn(

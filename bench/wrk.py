@@ -43,6 +43,8 @@ class Result:
     errors: int  # socket errors and non-2xx/3xx answers
     status_errors: int
     starved: int = 0
+    # Server side, filled in by the caller: CPU time of master + workers per request served.
+    server_cpu_ms: float | None = None
 
     @property
     def error_rate(self) -> float:

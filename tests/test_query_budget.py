@@ -20,9 +20,9 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -91,6 +91,7 @@ def listing(statements: list[Statement]) -> str:
 
 @dataclass
 class Caller:
+    user_id: str
     headers: dict[str, str]
     session_id: str
 
@@ -112,18 +113,38 @@ def make_caller(app, make_user_fn, email: str, history: int = 0) -> Caller:
     client = app.test_client()
     add_history(client, headers, history)
     session = new_session(client, headers)
-    return Caller(headers, session["session_id"])
+    return Caller(user.id, headers, session["session_id"])
 
 
-def token_path(caller: Caller) -> str:
-    return f"/api/codex/chatkit/token?session_id={caller.session_id}"
+@dataclass(frozen=True)
+class HotPath:
+    name: str
+    path: Callable[[Caller], str]
+    cookie: bool = False  # a browser's login session instead of a Bearer token
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def client(self, app, caller: Caller):
+        client = app.test_client()
+        if self.cookie:
+            with client.session_transaction() as session:
+                session["_user_id"] = caller.user_id  # what flask-login keeps after a login
+                session["_fresh"] = True
+        return client
+
+    def headers_for(self, caller: Caller) -> dict[str, str]:
+        return {**self.headers, **({} if self.cookie else caller.headers)}
 
 
+HOT_PATHS = [
+    HotPath("token", lambda caller: f"/api/codex/chatkit/token?session_id={caller.session_id}"),
+    HotPath("current", lambda caller: CURRENT_PATH),
+]
 CURRENT_PATH = f"/api/codex/sessions/current?placement={PLACEMENT}&agent_id={AGENT}"
 
 
-def count_statements(app, path: str, headers: dict[str, str]) -> list[Statement]:
-    client = app.test_client()
+def count_statements(app, hot_path: HotPath, caller: Caller) -> list[Statement]:
+    client = hot_path.client(app, caller)
+    path, headers = hot_path.path(caller), hot_path.headers_for(caller)
     assert client.get(path, headers=headers).status_code == 200  # first call: set-up work
     with recorded_statements(app) as statements:
         response = client.get(path, headers=headers)
@@ -134,32 +155,28 @@ def count_statements(app, path: str, headers: dict[str, str]) -> list[Statement]
 # Budgets ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "path_of"),
-    [("token", token_path), ("current", lambda caller: CURRENT_PATH)],
-)
-def test_hot_path_stays_within_its_statement_budget(app, make_user, name, path_of):
+@pytest.mark.parametrize("hot_path", HOT_PATHS, ids=lambda hot_path: hot_path.name)
+def test_hot_path_stays_within_its_statement_budget(app, make_user, hot_path):
     caller = make_caller(app, make_user, "caller@example.com")
 
-    statements = count_statements(app, path_of(caller), caller.headers)
+    statements = count_statements(app, hot_path, caller)
 
-    assert len(statements) <= BUDGETS[name], (
-        f"{name} ran {len(statements)} statements, budget {BUDGETS[name]}:\n{listing(statements)}"
+    budget = BUDGETS[hot_path.name]
+    assert len(statements) <= budget, (
+        f"{hot_path.name} ran {len(statements)} statements, budget {budget}:\n"
+        + listing(statements)
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "path_of"),
-    [("token", token_path), ("current", lambda caller: CURRENT_PATH)],
-)
-def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, name, path_of):
+@pytest.mark.parametrize("hot_path", HOT_PATHS, ids=lambda hot_path: hot_path.name)
+def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, hot_path):
     quiet = make_caller(app, make_user, "quiet@example.com")
     busy = make_caller(app, make_user, "busy@example.com", history=12)
     for index in range(3):
         make_caller(app, make_user, f"other{index}@example.com", history=4)
 
-    quiet_count = len(count_statements(app, path_of(quiet), quiet.headers))
-    busy_statements = count_statements(app, path_of(busy), busy.headers)
+    quiet_count = len(count_statements(app, hot_path, quiet))
+    busy_statements = count_statements(app, hot_path, busy)
 
     assert len(busy_statements) == quiet_count, listing(busy_statements)
 
@@ -288,7 +305,7 @@ def hot_path_statements(app, make_user_fn) -> dict[str, list[Statement]]:
     add_other_users_rows(app)
     client = app.test_client()
     paths = {
-        "token": token_path(caller),
+        "token": HOT_PATHS[0].path(caller),
         "current": CURRENT_PATH,
         "list": "/api/codex/sessions?limit=2",
     }

@@ -4,7 +4,8 @@
 -- The slot number rides in the session's metadata: wrk does not say which request a response
 -- answers, but both answers (201 SESSION, 200 SESSION) echo the metadata back.
 -- File lines (first argument): TOKEN <tab> PLACEMENT <tab> AGENT_ID; the second argument is
--- the number of threads, and thread i takes every line whose index is i modulo that number.
+-- the number of threads, and thread i takes every line whose index is i modulo that number;
+-- the third is the User-Agent to send.
 dofile("report.lua")
 
 local slots = {}
@@ -22,6 +23,7 @@ end
 
 function init(args)
   local count = tonumber(args[2])
+  user_agent = args[3]
   local line_number = 0
   for line in io.lines(args[1]) do
     if line ~= "" then
@@ -44,16 +46,17 @@ function request()
   local job = table.remove(closing)
   if job then
     return wrk.format("POST", "/api/codex/sessions/" .. job.id .. "/close",
-      { Authorization = slots[job.slot].auth })
+      { Authorization = slots[job.slot].auth, ["User-Agent"] = user_agent })
   end
   local slot = table.remove(free)
   if slot == nil then
     -- More requests in flight than slots: should not happen (two slots per connection).
     starved = starved + 1
-    return wrk.format("GET", "/healthz")
+    return wrk.format("GET", "/healthz", { ["User-Agent"] = user_agent })
   end
   return wrk.format("POST", "/api/codex/sessions",
-    { Authorization = slots[slot].auth, ["Content-Type"] = "application/json" },
+    { Authorization = slots[slot].auth, ["Content-Type"] = "application/json",
+      ["User-Agent"] = user_agent },
     slots[slot].body)
 end
 
