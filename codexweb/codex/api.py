@@ -11,10 +11,9 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from ..auth.guards import current_request_user, require_verified
 from ..clock import isoformat
 from ..errors import Problem
-from ..extensions import limiter
-from ..logging import _redact, emit
-from ..ratelimit import configured
+from ..logging import emit, redact
 from . import chatkit, sessions
+from .limits import session_create_limit, token_limit
 from .schemas import (
     ClientEventBody,
     CreateSessionBody,
@@ -50,7 +49,7 @@ def agents():
 
 @bp.post("/sessions")
 @require_verified
-@limiter.limit(configured("RATELIMIT_SESSION_CREATE"))
+@session_create_limit
 def create_session():
     body = parse_body(CreateSessionBody)
     try:
@@ -121,7 +120,7 @@ def delete_session(session_id: str):
 
 @bp.get("/chatkit/token")
 @require_verified
-@limiter.limit(configured("RATELIMIT_TOKEN"))
+@token_limit
 def chatkit_token():
     minted = chatkit.mint_chatkit_token(
         current_request_user(), query_text("session_id", required=True)
@@ -164,7 +163,7 @@ def client_event():
         user_id=user.id,
         session_id=body.session_id,
         # Client-chosen names: the same redaction as event fields, one level down.
-        properties=_redact(body.properties or {}),
+        properties=redact(body.properties or {}),
     )
     return Response(status=202)
 
