@@ -122,6 +122,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None = None) -> None:
         app.config.from_prefixed_env(ENV_PREFIX)
     else:
         app.config.from_mapping(test_config)
+    _require_production_settings(app)
     _resolve_secret_key(app)
     _resolve_derived(app)
 
@@ -130,14 +131,26 @@ def is_production(app: Flask) -> bool:
     return app.config["ENV"] == "production"
 
 
+# Settings a production instance must be given rather than guess: a generated secret would
+# differ per host, and links built from the request's Host header can be pointed elsewhere by
+# whoever sends the request (password reset poisoning).
+REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "PUBLIC_BASE_URL")
+
+
+def _require_production_settings(app: Flask) -> None:
+    if not is_production(app):
+        return
+    for key in REQUIRED_IN_PRODUCTION:
+        if not app.config.get(key):
+            raise RuntimeError(
+                f"{key} must be set explicitly when ENV=production "
+                f"(CODEXWEB_{key} or instance/config.py)"
+            )
+
+
 def _resolve_secret_key(app: Flask) -> None:
     if app.config.get("SECRET_KEY"):
         return
-    if is_production(app):
-        raise RuntimeError(
-            "SECRET_KEY must be set explicitly when ENV=production "
-            "(CODEXWEB_SECRET_KEY or instance/config.py)"
-        )
     app.config["SECRET_KEY"] = read_or_create_instance_secret(
         Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
     )

@@ -29,6 +29,17 @@ def test_production_refuses_to_start_without_an_explicit_secret(tmp_path, monkey
         create_app()
 
 
+def test_production_refuses_to_start_without_a_public_base_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEXWEB_INSTANCE_PATH", str(tmp_path / "inst"))
+    monkeypatch.setenv("CODEXWEB_ENV", "production")
+    monkeypatch.setenv("CODEXWEB_SECRET_KEY", "s" * 48)
+    monkeypatch.delenv("CODEXWEB_PUBLIC_BASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="PUBLIC_BASE_URL must be set"):
+        create_app()
+    monkeypatch.setenv("CODEXWEB_PUBLIC_BASE_URL", "https://codex.example.com")
+    assert create_app().config["SESSION_COOKIE_SECURE"] is True
+
+
 def test_environment_overrides_with_json_values(tmp_path, monkeypatch):
     monkeypatch.setenv("CODEXWEB_INSTANCE_PATH", str(tmp_path / "inst"))
     monkeypatch.setenv("CODEXWEB_CODEX_PLACEMENTS", '["ops"]')
