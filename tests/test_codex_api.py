@@ -156,7 +156,9 @@ def test_a_closed_slot_can_be_reopened(client, owner):
 
 
 BAD_CREATE_BODIES = [
-    pytest.param({"agent_id": AGENT}, [("placement", "Field required")], id="missing-placement"),
+    pytest.param(
+        {"agent_id": AGENT}, [("placement", "This field is required.")], id="missing-placement"
+    ),
     pytest.param(
         {"placement": PLACEMENT, "agent_id": "agent_999"},
         [("agent_id", "Unknown agent.")],
@@ -169,27 +171,27 @@ BAD_CREATE_BODIES = [
     ),
     pytest.param(
         {"placement": 7, "agent_id": AGENT},
-        [("placement", "Input should be a valid string")],
+        [("placement", "Must be a string.")],
         id="placement-not-a-string",
     ),
     pytest.param(
         {"placement": PLACEMENT, "agent_id": ["agent_123"]},
-        [("agent_id", "Input should be a valid string")],
+        [("agent_id", "Must be a string.")],
         id="agent-an-array",
     ),
     pytest.param(
         {"placement": PLACEMENT, "agent_id": AGENT, "context": ["not", "an", "object"]},
-        [("context", "Input should be a valid dictionary")],
+        [("context", "Must be a JSON object.")],
         id="context-an-array",
     ),
     pytest.param(
         {"placement": PLACEMENT, "agent_id": AGENT, "context": "text"},
-        [("context", "Input should be a valid dictionary")],
+        [("context", "Must be a JSON object.")],
         id="context-a-string",
     ),
     pytest.param(
         {"placement": PLACEMENT, "agent_id": AGENT, "metadata": 3},
-        [("metadata", "Input should be a valid dictionary")],
+        [("metadata", "Must be a JSON object.")],
         id="metadata-a-number",
     ),
     pytest.param(
@@ -204,7 +206,7 @@ BAD_CREATE_BODIES = [
     ),
     pytest.param(
         {"placement": PLACEMENT, "agent_id": AGENT, "user_id": "usr_other"},
-        [("user_id", "Extra inputs are not permitted")],
+        [("user_id", "Unknown field.")],
         id="unknown-field",
     ),
 ]

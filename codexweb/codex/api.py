@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from ..auth.guards import current_request_user, require_verified
+from ..bodies import parse_body
 from ..clock import isoformat
 from ..errors import Problem
 from ..logging import emit, redact
@@ -18,7 +19,6 @@ from .schemas import (
     ClientEventBody,
     CreateSessionBody,
     check_properties_size,
-    parse_body,
     query_text,
 )
 
