@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -781,3 +783,16 @@ def test_current_url_is_well_formed_for_odd_names(app):
 
     url = current_url("a&b=c", "x y")
     assert parse_qs(urlsplit(url).query) == {"placement": ["a&b=c"], "agent_id": ["x y"]}
+
+
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-23:59", "2026-01-01T00:00:00"]
+)
+@pytest.mark.parametrize("path", ["/api/codex/sessions", "/api/codex/chatkit/sessions"])
+def test_a_cursor_we_never_issued_is_422_even_when_it_parses(client, owner, path, moment):
+    """A well-formed cursor whose time overflows or has no zone is refused, never a 500."""
+    raw = json.dumps([moment, "cxs_x"]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = client.get(path, query_string={"cursor": cursor}, headers=owner)
+    errors = problem(response, 422, "invalid_request")["errors"]
+    assert [error["field"] for error in errors] == ["cursor"]
