@@ -165,7 +165,7 @@ def client_event():
         # Client-chosen names: the same redaction as event fields, one level down.
         properties=redact(body.properties or {}),
     )
-    return Response(status=202)
+    return jsonify(status="accepted"), 202
 
 
 @wellknown.get("/jwks.json")
