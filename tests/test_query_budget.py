@@ -10,16 +10,15 @@ the timings, measured side by side by `make bench`).
 - Indexes: every statement those paths and the session list run against the codex tables is
   replayed under EXPLAIN (SQLite: `EXPLAIN QUERY PLAN`; PostgreSQL: `EXPLAIN` with sequential
   scans discouraged, so a plan that still scans has no index to use) and must not scan a table.
-  The PostgreSQL half runs on a fresh, randomly named database on `CODEXWEB_TEST_DATABASE_URL`
-  (dropped afterwards) and skips without it, unless `CODEXWEB_REQUIRE_SERVICES=1`.
+  The PostgreSQL half runs on a fresh, randomly named database (conftest's
+  `postgres_database`, dropped afterwards) and skips without PostgreSQL, unless
+  `CODEXWEB_REQUIRE_SERVICES=1`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,14 +26,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, insert, make_url, text
+from sqlalchemy import event, insert
 
 from codexweb.auth.tokens import issue_access_token
 from codexweb.clock import utcnow
 from codexweb.extensions import db
 from codexweb.models import ChatKitSession, CodexSession, User
 from tests.codex_support import AGENT, PLACEMENT, new_session
-from tests.conftest import require
 
 # Statements per request, counted after the first call (which may create the ChatKit record
 # and load the signing key). Raise a budget only with a reason in the commit.
@@ -258,28 +256,12 @@ def add_other_users_rows(app, users: int = 40, sessions_each: int = 50) -> None:
             connection.exec_driver_sql("ANALYZE")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, randomly named PostgreSQL database, dropped after the test."""
-    server = os.environ.get("CODEXWEB_TEST_DATABASE_URL")
-    if not server:
-        require("CODEXWEB_REQUIRE_SERVICES", "PostgreSQL: CODEXWEB_TEST_DATABASE_URL is not set")
-    name = f"codexweb_test_qb_{secrets.token_hex(6)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend_app(request, app_factory):
     if request.param == "postgresql":
-        return app_factory(DATABASE_URL=request.getfixturevalue("postgres_url"))
+        # conftest's fresh PostgreSQL database: found without CODEXWEB_TEST_DATABASE_URL too,
+        # so CI's SQLite run (CODEXWEB_REQUIRE_SERVICES=1) runs this half instead of failing.
+        return app_factory(DATABASE_URL=request.getfixturevalue("postgres_database"))
     return app_factory()
 
 
