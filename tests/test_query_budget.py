@@ -10,8 +10,8 @@ the timings, measured side by side by `make bench`).
 - Indexes: every statement those paths and the session list run against the codex tables is
   replayed under EXPLAIN (SQLite: `EXPLAIN QUERY PLAN`; PostgreSQL: `EXPLAIN` with sequential
   scans discouraged, so a plan that still scans has no index to use) and must not scan a table.
-  The PostgreSQL half runs on a fresh, randomly named database (the `postgres_database`
-  fixture, dropped afterwards) and skips without PostgreSQL, unless
+  The PostgreSQL half runs on a fresh, randomly named database (conftest's
+  `postgres_database`, dropped afterwards) and skips without PostgreSQL, unless
   `CODEXWEB_REQUIRE_SERVICES=1`.
 """
 
@@ -276,6 +276,8 @@ def add_other_users_rows(app, users: int = 40, sessions_each: int = 50) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend_app(request, app_factory):
     if request.param == "postgresql":
+        # conftest's fresh PostgreSQL database: found without CODEXWEB_TEST_DATABASE_URL too,
+        # so CI's SQLite run (CODEXWEB_REQUIRE_SERVICES=1) runs this half instead of failing.
         return app_factory(DATABASE_URL=request.getfixturevalue("postgres_database"))
     return app_factory()
 
