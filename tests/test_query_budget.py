@@ -4,15 +4,15 @@ Deterministic by design: statements are counted with a `before_cursor_execute` l
 plans read with the database's own EXPLAIN; nothing here is timed (docs/PERFORMANCE.md has
 the timings, measured side by side by `make bench`).
 
-- Budgets: the ChatKit token endpoint and `/api/codex/sessions/current` run at most a fixed
-  number of statements, and that number does not grow with the caller's history or with
-  other users' rows (no query per row).
+- Budgets: the ChatKit token endpoint, `/api/codex/sessions/current` and the session panel
+  partial (`/codex/chatkit` over HTMX) run at most a fixed number of statements, and that
+  number does not grow with the caller's history or with other users' rows (no query per row).
 - Indexes: every statement those paths and the session list run against the codex tables is
   replayed under EXPLAIN (SQLite: `EXPLAIN QUERY PLAN`; PostgreSQL: `EXPLAIN` with sequential
   scans discouraged, so a plan that still scans has no index to use) and must not scan a table.
-  The PostgreSQL half runs on a fresh, randomly named database (conftest's
-  `postgres_database`, dropped afterwards) and skips without PostgreSQL, unless
-  `CODEXWEB_REQUIRE_SERVICES=1`.
+  The PostgreSQL half runs on a fresh, randomly named database (`postgres_database`: on the
+  server of `CODEXWEB_TEST_DATABASE_URL` when that names PostgreSQL, else the local one),
+  dropped afterwards; it skips without PostgreSQL, or fails with `CODEXWEB_REQUIRE_SERVICES=1`.
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from tests.codex_support import AGENT, PLACEMENT, new_session
 # Today's counts; the comments name the statements a leaner implementation would not run
 # (docs/PERFORMANCE.md, "Query budgets"). Lower a budget when they go.
 BUDGETS = {
-    # user, session, touch, ORM re-UPDATE of the touched columns, live ChatKit record, its
-    # expiry UPDATE, token count UPDATE, then 3 reloads (user, session, record) of objects
-    # expired by the commit, read by the event logged after it. Needed: 5.
-    "token": 10,
-    # user, current session, touch, ORM re-UPDATE, reload of the session expired by the
-    # commit, for the response. Needed: 3.
-    "current": 5,
+    # user, session, touch, live ChatKit record, its expiry UPDATE, token count UPDATE, then
+    # 3 reloads (user, session, record) of objects the commit expired, read by the event
+    # logged after it. Needed: 5 (expiry and count in one UPDATE, no reloads).
+    "token": 9,
+    # user, current session, touch, reload of the session the commit expired, for the
+    # response. Needed: 3.
+    "current": 4,
+    "panel": 2,  # user, current session: nothing to spare
 }
 CODEX_TABLES = ("codex_sessions", "chatkit_sessions", "users")
 OTHER_PLACEMENT = "developer-workbench"
@@ -120,6 +121,7 @@ class HotPath:
     path: Callable[[Caller], str]
     cookie: bool = False  # a browser's login session instead of a Bearer token
     headers: dict[str, str] = field(default_factory=dict)
+    shows: str = ""  # text the answer must contain (the page rendered what it should)
 
     def client(self, app, caller: Caller):
         client = app.test_client()
@@ -136,6 +138,14 @@ class HotPath:
 HOT_PATHS = [
     HotPath("token", lambda caller: f"/api/codex/chatkit/token?session_id={caller.session_id}"),
     HotPath("current", lambda caller: CURRENT_PATH),
+    # The session panel partial (HTMX swap of /codex/chatkit) with the caller's session card.
+    HotPath(
+        "panel",
+        lambda caller: "/codex/chatkit",
+        cookie=True,
+        headers={"HX-Request": "true"},
+        shows="Resume session",
+    ),
 ]
 CURRENT_PATH = f"/api/codex/sessions/current?placement={PLACEMENT}&agent_id={AGENT}"
 
@@ -147,6 +157,7 @@ def count_statements(app, hot_path: HotPath, caller: Caller) -> list[Statement]:
     with recorded_statements(app) as statements:
         response = client.get(path, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
+    assert hot_path.shows in response.get_data(as_text=True)
     return statements
 
 
@@ -274,29 +285,28 @@ def add_other_users_rows(app, users: int = 40, sessions_each: int = 50) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend_app(request, app_factory):
+def backend_app(request, app_factory, tmp_path):
+    """The app on each database in turn, whatever database the rest of the run uses."""
     if request.param == "postgresql":
-        # conftest's fresh PostgreSQL database: found without CODEXWEB_TEST_DATABASE_URL too,
-        # so CI's SQLite run (CODEXWEB_REQUIRE_SERVICES=1) runs this half instead of failing.
         return app_factory(DATABASE_URL=request.getfixturevalue("postgres_database"))
-    return app_factory()
+    return app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'explain.db'}")
 
 
 def hot_path_statements(app, make_user_fn) -> dict[str, list[Statement]]:
     caller = make_caller(app, make_user_fn, "caller@example.com", history=3)
     add_other_users_rows(app)
-    client = app.test_client()
-    paths = {
-        "token": HOT_PATHS[0].path(caller),
-        "current": CURRENT_PATH,
-        "list": "/api/codex/sessions?limit=2",
-    }
     recorded = {}
-    for name, path in paths.items():
+    for hot_path in HOT_PATHS:
+        client = hot_path.client(app, caller)
         with recorded_statements(app) as statements:
-            response = client.get(path, headers=caller.headers)
+            response = client.get(hot_path.path(caller), headers=hot_path.headers_for(caller))
         assert response.status_code == 200, response.get_data(as_text=True)
-        recorded[name] = statements
+        recorded[hot_path.name] = statements
+    client = app.test_client()
+    with recorded_statements(app) as statements:
+        response = client.get("/api/codex/sessions?limit=2", headers=caller.headers)
+    assert response.status_code == 200
+    recorded["list"] = statements
     # The second page of the list runs the keyset (cursor) query.
     cursor = response.get_json()["next_cursor"]
     assert cursor, "three closed sessions and an active one make more than one page of two"
