@@ -102,6 +102,8 @@ def test_register_with_a_taken_email_in_any_case_is_409(client, app, user, varia
         ({"password": STRONG_PASSWORD}, "email"),
         ({"email": "not-an-email", "password": STRONG_PASSWORD}, "email"),
         ({"email": "two words@example.com", "password": STRONG_PASSWORD}, "email"),
+        ({"email": "nul\u0000byte@example.com", "password": STRONG_PASSWORD}, "email"),
+        ({"email": "bell\u0007@example.com", "password": STRONG_PASSWORD}, "email"),
         ({"email": "   ", "password": STRONG_PASSWORD}, "email"),
         ({"email": 42, "password": STRONG_PASSWORD}, "email"),
         ({"email": "a@example.com", "password": 123456789012345}, "password"),

@@ -13,9 +13,10 @@ from ..models import User
 from .accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, normalise_email
 
 EMAIL_MAX_LENGTH = 254
-# Deliberately loose: one @, no spaces, a dot in the domain. The verification email is the
-# real test of an address; this only catches typos and junk.
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Deliberately loose: one @, no spaces or control characters (PostgreSQL refuses NUL), a dot
+# in the domain. The verification email is the real test of an address; this only catches
+# typos and junk.
+_EMAIL_SHAPE = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 
 
 def email_problem(email: str) -> str | None:
