@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import traceback
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -270,9 +271,27 @@ def _handle_rate_limit_storage_unavailable(error: StorageError) -> Response:
 def _handle_unexpected(error: Exception) -> Response:
     with contextlib.suppress(SQLAlchemyError):
         db.session.rollback()
-    logging.getLogger("codexweb.errors").exception("unhandled exception on %s", request.path)
+    _log_unexpected(error)
     return render_problem(
         Problem(500, "internal_error", "Something went wrong on our side; it has been logged.")
+    )
+
+
+def _log_unexpected(error: Exception) -> None:
+    logger = logging.getLogger("codexweb.errors")
+    if not isinstance(error, DBAPIError):
+        logger.exception("unhandled exception on %s", request.path)
+        return
+    # A driver's message can quote row values (PostgreSQL: "Key (email)=(…) already exists"),
+    # and bound parameters are hidden already: log the error class, the SQL and where it came
+    # from, not the message.
+    where = "".join(traceback.format_tb(error.__traceback__))
+    logger.error(
+        "unhandled database error on %s: %s\n[SQL: %s]\n%s",
+        request.path,
+        type(error.orig or error).__name__,
+        error.statement,
+        where,
     )
 
 

@@ -83,18 +83,28 @@ def test_the_demo_agent_is_offered_in_every_configured_placement(app_factory, us
     assert response.get_json()["agents"][0]["placements"] == ["ops", "dashboard"]
 
 
-def test_database_errors_never_carry_bound_parameters(app):
+def test_database_errors_reach_the_log_without_the_values_involved(app, caplog):
+    """Bound parameters are hidden from error texts, and a driver message that quotes a row
+    value (PostgreSQL's unique violation does) is not logged either."""
+    import secrets
+
     from sqlalchemy import text
-    from sqlalchemy.exc import IntegrityError
 
     from codexweb.extensions import db
 
+    value = {"v": f"hash-{secrets.token_hex(8)}"}  # made here, so no source line shows it
     with app.app_context():
-        db.session.execute(text("CREATE TABLE t (v TEXT UNIQUE)"))
-        db.session.execute(text("INSERT INTO t VALUES (:v)"), {"v": "hash-of-a-secret"})
-        try:
-            db.session.execute(text("INSERT INTO t VALUES (:v)"), {"v": "hash-of-a-secret"})
-        except IntegrityError as error:
-            assert "hash-of-a-secret" not in str(error)
-        else:
-            raise AssertionError("the duplicate insert should have failed")
+        db.session.execute(text("CREATE TABLE leak_probe (v VARCHAR(40) UNIQUE)"))
+        db.session.execute(text("INSERT INTO leak_probe VALUES (:v)"), value)
+        db.session.commit()
+
+    @app.get("/probe")
+    def probe():
+        db.session.execute(text("INSERT INTO leak_probe VALUES (:v)"), value)
+
+    response = app.test_client().get("/probe", headers={"Accept": "application/json"})
+    assert response.status_code == 500
+    assert value["v"] not in response.get_data(as_text=True)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "unhandled database error on /probe: " in logged
+    assert value["v"] not in logged
