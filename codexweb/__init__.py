@@ -54,8 +54,6 @@ def register_extensions(app: Flask) -> None:
     from .auth.accounts import load_user
 
     login_manager.user_loader(load_user)
-    # Unauthorised page requests are handled by the verified gate and errors.py.
-    login_manager.login_view = "auth_views.login"
 
 
 def register_blueprints(app: Flask) -> None:

@@ -18,8 +18,8 @@ ENV_PREFIX = "CODEXWEB"
 
 DEFAULT_AGENTS = {
     "agent_123": {
+        # No "placements": the demo agent is offered in every configured placement.
         "name": "Demo agent",
-        "placements": ["developer-workbench", "dashboard"],
     }
 }
 
@@ -60,7 +60,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_STORAGE_RETRY_INTERVAL": 5,
         "RATELIMIT_STORAGE_ALERT_INTERVAL": 60,
         # Mail
-        "MAIL_BACKEND": "console+file",
+        # None: `console+file` in development, `smtp` in production (where printing and
+        # keeping live verification and reset links would leak them).
+        "MAIL_BACKEND": None,
         "MAIL_FILE_DIR": str(Path(instance_path) / "outbox"),
         "MAIL_SERVER": "localhost",
         "MAIL_PORT": 25,
@@ -122,6 +124,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None = None) -> None:
         app.config.from_prefixed_env(ENV_PREFIX)
     else:
         app.config.from_mapping(test_config)
+    _require_production_settings(app)
     _resolve_secret_key(app)
     _resolve_derived(app)
 
@@ -130,14 +133,26 @@ def is_production(app: Flask) -> bool:
     return app.config["ENV"] == "production"
 
 
+# Settings a production instance must be given rather than guess: a generated secret would
+# differ per host, and links built from the request's Host header can be pointed elsewhere by
+# whoever sends the request (password reset poisoning).
+REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "PUBLIC_BASE_URL")
+
+
+def _require_production_settings(app: Flask) -> None:
+    if not is_production(app):
+        return
+    for key in REQUIRED_IN_PRODUCTION:
+        if not app.config.get(key):
+            raise RuntimeError(
+                f"{key} must be set explicitly when ENV=production "
+                f"(CODEXWEB_{key} or instance/config.py)"
+            )
+
+
 def _resolve_secret_key(app: Flask) -> None:
     if app.config.get("SECRET_KEY"):
         return
-    if is_production(app):
-        raise RuntimeError(
-            "SECRET_KEY must be set explicitly when ENV=production "
-            "(CODEXWEB_SECRET_KEY or instance/config.py)"
-        )
     app.config["SECRET_KEY"] = read_or_create_instance_secret(
         Path(app.instance_path) / "secret_key", lambda: secrets.token_urlsafe(48)
     )
@@ -171,8 +186,10 @@ def _read_when_written(path: Path) -> str:
 
 
 def _engine_options(config) -> dict[str, Any]:
-    """Pre-ping every pooled connection, so a database restart costs one retry, not errors."""
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    """Pre-ping every pooled connection, so a database restart costs one retry, not errors.
+    `hide_parameters`: an error's text (which may reach a log) never carries bound values such
+    as password or token hashes."""
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if config["DATABASE_URL"].startswith("postgresql"):
         # Without it a connect to an unreachable host hangs for the OS's TCP timeout (minutes).
         options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}
@@ -193,6 +210,8 @@ def _resolve_derived(app: Flask) -> None:
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(config))
     backend = config.get("MAIL_BACKEND_NAME") or config["MAIL_BACKEND"]
+    if backend is None:
+        backend = "smtp" if is_production(app) else "console+file"
     if backend not in MAIL_BACKENDS:
         raise RuntimeError(
             f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}, not {backend!r}"

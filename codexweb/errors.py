@@ -222,6 +222,11 @@ def _handle_http_exception(error: HTTPException) -> Response:
     return render_problem(Problem(status, code, detail, headers=headers))
 
 
+def service_unavailable() -> Problem:
+    """503 `unavailable`: a dependency is out of reach; no driver text for the client."""
+    return Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
+
+
 def is_database_unavailable(error: Exception) -> bool:
     """Is this the database being out of reach (not a bug in our SQL)?
 
@@ -242,9 +247,7 @@ def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
         db.session.rollback()  # the connection may be gone; the session must be reusable
     orig = getattr(error, "orig", None)
     emit("db.unavailable", logging.ERROR, error=type(orig or error).__name__)
-    return render_problem(
-        Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
-    )
+    return render_problem(service_unavailable())
 
 
 def _handle_unstorable_value(error: DataError) -> Response:
@@ -261,9 +264,7 @@ def _handle_unstorable_value(error: DataError) -> Response:
 def _handle_rate_limit_storage_unavailable(error: StorageError) -> Response:
     # Only reached with RATELIMIT_FAIL_OPEN=False: the limits cannot be checked, so refuse.
     storage_failed(error)
-    return render_problem(
-        Problem(503, "unavailable", "The service is temporarily unavailable; try again shortly.")
-    )
+    return render_problem(service_unavailable())
 
 
 def _handle_unexpected(error: Exception) -> Response:

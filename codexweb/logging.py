@@ -30,10 +30,10 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event (CONTRACT.md §7)."""
-    events_logger.log(level, event, extra={"event_fields": _redact(fields)})
+    events_logger.log(level, event, extra={"event_fields": redact(fields)})
 
 
-def _redact(fields: dict[str, Any]) -> dict[str, Any]:
+def redact(fields: dict[str, Any]) -> dict[str, Any]:
     return {
         name: "[redacted]" if _is_secret_field(name) else value for name, value in fields.items()
     }

@@ -7,21 +7,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from flask import Flask
 
 from codexweb.extensions import db
 from codexweb.models import RefreshToken, User
 
 STRONG_PASSWORD = "a long enough passphrase"
-
-
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """Replace pytest-flask's request context around each test: with it, `g` outlives every
-    client request of the test, which no browser ever sees. Import this into a test module to
-    give each request its own context, as in production."""
-    yield
 
 
 _FORM_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')

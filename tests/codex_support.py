@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import text
@@ -16,17 +15,6 @@ from codexweb.extensions import db
 PLACEMENT = "dashboard"
 AGENT = "agent_123"
 TABLES = ("codex_sessions", "chatkit_sessions")
-
-
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """Replaces pytest-flask's autouse fixture of the same name where it is imported.
-
-    pytest-flask keeps one request context pushed for a whole test, so every client request
-    shares one `g`. The guard now forgets its memoised caller per request; modules that
-    import this (test_query_budget.py) still get requests that are independent by design.
-    """
-    yield
 
 
 def new_session(client, headers, placement: str = PLACEMENT, agent_id: str = AGENT, **extra):

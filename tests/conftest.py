@@ -149,6 +149,14 @@ def app(app_factory, config_overrides) -> Flask:
     return app_factory(**config_overrides)
 
 
+@pytest.fixture(autouse=True)
+def _push_request_context():
+    """Replaces pytest-flask's autouse fixture of this name, which keeps one request context
+    pushed for a whole test so that every client request shares one `g`. Here each request
+    gets its own context, as it does in production."""
+    yield
+
+
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()

@@ -2,7 +2,7 @@
 `CHATKIT_PROVIDER=openai` against the loopback stand-in of OpenAI (tests/upstream_server.py).
 
 Test modules import the fixtures they use: `upstream_fixture` (fixture `upstream`),
-`hosted_config_fixture`, `config_overrides_fixture`, `_push_request_context` and
+`hosted_config_fixture`, `config_overrides_fixture` and
 `_close_upstream_clients` (the `_fixture` names keep imports and parameters apart).
 """
 
@@ -57,13 +57,6 @@ def hosted_config_fixture(upstream) -> dict[str, Any]:
 @pytest.fixture(name="config_overrides")
 def config_overrides_fixture(upstream, hosted_config) -> dict[str, Any]:
     return hosted_settings(upstream, **hosted_config)
-
-
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """Replaces pytest-flask's autouse fixture: each test-client request gets its own app
-    context (and so its own `g` and database session), as it would in production."""
-    yield
 
 
 @pytest.fixture(autouse=True)

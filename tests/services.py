@@ -70,10 +70,13 @@ def create_database(url: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(database_url: str) -> None:
-    """Drop a database made by `create_database`, disconnecting whoever still uses it."""
+def drop_database(database_url: str, server_url: str | None = None) -> None:
+    """Drop a database made by `create_database`, disconnecting whoever still uses it.
+
+    `server_url` is the URL it was created from (default: `postgres_url()`).
+    """
     target = make_url(database_url)
-    engine = admin_engine(postgres_url())
+    engine = admin_engine(server_url or postgres_url())
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
@@ -84,11 +87,12 @@ def drop_database(database_url: str) -> None:
 @contextmanager
 def fresh_postgres_database(url: str | None = None) -> Iterator[str]:
     """A new, empty database on the PostgreSQL server of `url`; dropped on exit."""
-    database_url = create_database(url or postgres_url())
+    server_url = url or postgres_url()
+    database_url = create_database(server_url)
     try:
         yield database_url
     finally:
-        drop_database(database_url)
+        drop_database(database_url, server_url)
 
 
 # Redis -----------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ from codexweb.auth.tokens import (
 )
 from codexweb.extensions import db
 from codexweb.models import User
-from tests.auth_support import (  # noqa: F401 (fixture)
+from tests.auth_support import (
     STRONG_PASSWORD,
-    _push_request_context,
     link_token,
     login_json,
     refresh_cookie,

@@ -8,9 +8,8 @@ import pytest
 
 from codexweb.auth.redaction import TokenPathFilter, redact_token_paths
 from codexweb.logging import JsonFormatter, TextFormatter
-from tests.auth_support import (  # noqa: F401 (fixture)
+from tests.auth_support import (
     STRONG_PASSWORD,
-    _push_request_context,
     link_token,
     login_json,
     refresh_cookie,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codexweb.auth.guards import current_request_user, require_verified
-from tests.auth_support import (  # noqa: F401 (fixture)
-    _push_request_context,
+from tests.auth_support import (
     form_csrf_token,
     link_token,
     login_json,

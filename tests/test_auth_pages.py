@@ -10,9 +10,8 @@ import pytest
 
 from codexweb.auth.tokens import issue_reset_token, issue_verification_token
 from codexweb.auth.views import safe_next
-from tests.auth_support import (  # noqa: F401 (fixture)
+from tests.auth_support import (
     STRONG_PASSWORD,
-    _push_request_context,
     form_csrf_token,
     link_token,
     meta_csrf_token,

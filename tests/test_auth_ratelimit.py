@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from tests.auth_support import (  # noqa: F401 (fixture)
+from tests.auth_support import (
     STRONG_PASSWORD,
-    _push_request_context,
     form_csrf_token,
     snapshot,
 )

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from codexweb.extensions import db
 from codexweb.models import User
-from tests.auth_support import _push_request_context, snapshot  # noqa: F401 (fixture)
+from tests.auth_support import snapshot
 
 
 @pytest.fixture

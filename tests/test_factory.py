@@ -29,6 +29,17 @@ def test_production_refuses_to_start_without_an_explicit_secret(tmp_path, monkey
         create_app()
 
 
+def test_production_refuses_to_start_without_a_public_base_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEXWEB_INSTANCE_PATH", str(tmp_path / "inst"))
+    monkeypatch.setenv("CODEXWEB_ENV", "production")
+    monkeypatch.setenv("CODEXWEB_SECRET_KEY", "s" * 48)
+    monkeypatch.delenv("CODEXWEB_PUBLIC_BASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="PUBLIC_BASE_URL must be set"):
+        create_app()
+    monkeypatch.setenv("CODEXWEB_PUBLIC_BASE_URL", "https://codex.example.com")
+    assert create_app().config["SESSION_COOKIE_SECURE"] is True
+
+
 def test_environment_overrides_with_json_values(tmp_path, monkeypatch):
     monkeypatch.setenv("CODEXWEB_INSTANCE_PATH", str(tmp_path / "inst"))
     monkeypatch.setenv("CODEXWEB_CODEX_PLACEMENTS", '["ops"]')
@@ -43,3 +54,47 @@ def test_healthz(client):
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok"}
     assert response.headers["X-Request-ID"]
+
+
+def production_app(tmp_path, monkeypatch, **env):
+    monkeypatch.setenv("CODEXWEB_INSTANCE_PATH", str(tmp_path / "inst"))
+    monkeypatch.setenv("CODEXWEB_ENV", "production")
+    monkeypatch.setenv("CODEXWEB_SECRET_KEY", "s" * 48)
+    monkeypatch.setenv("CODEXWEB_PUBLIC_BASE_URL", "https://codex.example.com")
+    for key, value in env.items():
+        monkeypatch.setenv(f"CODEXWEB_{key}", value)
+    return create_app()
+
+
+def test_mail_defaults_to_smtp_in_production_and_console_plus_file_in_development(
+    tmp_path, monkeypatch
+):
+    # Printing and keeping live verification/reset links is for a developer's machine only.
+    assert production_app(tmp_path, monkeypatch).config["MAIL_BACKEND_NAME"] == "smtp"
+    monkeypatch.setenv("CODEXWEB_ENV", "development")
+    assert create_app().config["MAIL_BACKEND_NAME"] == "console+file"
+    monkeypatch.setenv("CODEXWEB_MAIL_BACKEND", "file")
+    assert create_app().config["MAIL_BACKEND_NAME"] == "file"
+
+
+def test_the_demo_agent_is_offered_in_every_configured_placement(app_factory, user, auth_headers):
+    app = app_factory(CODEX_PLACEMENTS=["ops", "dashboard"])
+    response = app.test_client().get("/api/codex/agents", headers=auth_headers(user))
+    assert response.get_json()["agents"][0]["placements"] == ["ops", "dashboard"]
+
+
+def test_database_errors_never_carry_bound_parameters(app):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from codexweb.extensions import db
+
+    with app.app_context():
+        db.session.execute(text("CREATE TABLE t (v TEXT UNIQUE)"))
+        db.session.execute(text("INSERT INTO t VALUES (:v)"), {"v": "hash-of-a-secret"})
+        try:
+            db.session.execute(text("INSERT INTO t VALUES (:v)"), {"v": "hash-of-a-secret"})
+        except IntegrityError as error:
+            assert "hash-of-a-secret" not in str(error)
+        else:
+            raise AssertionError("the duplicate insert should have failed")

@@ -9,7 +9,6 @@ beyond them is in tests/test_hosted_contract.py.
 
 from tests.hosted_support import (  # noqa: F401 (fixtures: the hosted configuration)
     _close_upstream_clients,
-    _push_request_context,
     config_overrides_fixture,
     hosted_config_fixture,
     new_session,

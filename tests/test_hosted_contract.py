@@ -14,7 +14,6 @@ from tests.hosted_support import (  # noqa: F401 (fixtures)
     AGENT,
     PLACEMENT,
     _close_upstream_clients,
-    _push_request_context,
     hosted_settings,
     new_session,
     problem,

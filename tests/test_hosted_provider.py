@@ -17,7 +17,6 @@ from tests.hosted_support import (  # noqa: F401 (fixtures)
     PLACEMENT,
     WORKFLOW,
     _close_upstream_clients,
-    _push_request_context,
     config_overrides_fixture,
     hosted_config_fixture,
     new_session,

@@ -9,9 +9,8 @@ import re
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.auth_support import (  # noqa: F401 (fixture)
+from tests.auth_support import (
     STRONG_PASSWORD,
-    _push_request_context,
     link_token,
     login_json,
     user_row,

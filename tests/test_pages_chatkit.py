@@ -410,7 +410,7 @@ def rate_limited_start(app_factory):
 def test_a_rate_limited_start_shows_the_busy_toast(app_factory):
     response = rate_limited_start(app_factory)
     assert response.status_code == 429
-    assert 1 <= int(response.headers["Retry-After"]) <= 61  # a one-minute window, rounded up
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
     message = toast(response)
     assert message["level"] == "error"
     assert re.fullmatch(r"Codex is busy, please retry in \d+ seconds", message["message"])
@@ -420,3 +420,28 @@ def test_the_busy_toast_names_exactly_the_retry_after_seconds(app_factory):
     response = rate_limited_start(app_factory)
     seconds = int(response.headers["Retry-After"])
     assert toast(response)["message"] == f"Codex is busy, please retry in {seconds} seconds"
+
+
+def test_the_page_and_the_api_share_one_session_create_budget(app_factory):
+    """Alternating between POST /api/codex/sessions and the Start form buys no extra starts."""
+    app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_SESSION_CREATE="1/minute")
+    with app.app_context():
+        from codexweb.auth.accounts import create_user
+        from codexweb.auth.tokens import issue_access_token
+
+        owner = create_user("shared@example.com", "correct horse battery staple", verified=True)
+        db.session.commit()
+        db.session.refresh(owner)
+        db.session.expunge(owner)
+        bearer = {"Authorization": f"Bearer {issue_access_token(owner.id)}"}
+    browser = Browser(app.test_client(), owner)
+    created = app.test_client().post(
+        "/api/codex/sessions", json={"agent_id": AGENT, "placement": PLACEMENT}, headers=bearer
+    )
+    assert created.status_code == 201
+    other_placement = next(p for p in app.config["CODEX_PLACEMENTS"] if p != PLACEMENT)
+    response = browser.hx_post(
+        "/codex/chatkit/sessions", {"agent_id": AGENT, "placement": other_placement}
+    )
+    assert response.status_code == 429
+    assert toast(response)["message"].startswith("Codex is busy, please retry in ")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from ..bodies import parse_body
 from ..clock import isoformat
 from ..errors import Problem, render_problem
 from . import accounts
@@ -27,7 +28,6 @@ from .schemas import (
     RegisterBody,
     ResetPasswordBody,
     TokenBody,
-    parse_body,
     user_json,
 )
 from .tokens import TokenError

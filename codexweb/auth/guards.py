@@ -39,8 +39,10 @@ CROSS_SITE_FORM_TYPES = frozenset(
 _UNRESOLVED = object()
 
 
-def authentication_required(detail: str = "Log in to continue.") -> Problem:
-    return Problem(401, "authentication_required", detail, headers={"WWW-Authenticate": "Bearer"})
+def authentication_required(
+    detail: str = "Log in to continue.", challenge: str = "Bearer"
+) -> Problem:
+    return Problem(401, "authentication_required", detail, headers={"WWW-Authenticate": challenge})
 
 
 def forget_previous_user() -> None:
@@ -50,7 +52,6 @@ def forget_previous_user() -> None:
     across every request of a test, and flask-login memoises `g._login_user` there too.
     """
     g.pop("_codexweb_user", None)
-    g.pop("auth_method", None)
     g.pop("_login_user", None)
 
 
@@ -69,16 +70,11 @@ def _resolve_user() -> User | None:
         user_id = user_id_from_access_token(token)
         user = db.session.get(User, user_id) if user_id else None
         if user is None:
-            raise Problem(
-                401,
-                "authentication_required",
-                "The access token is invalid or expired.",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            raise authentication_required(
+                "The access token is invalid or expired.", 'Bearer error="invalid_token"'
             )
-        g.auth_method = "bearer"
         return user
     if current_user.is_authenticated:
-        g.auth_method = "cookie"
         return current_user._get_current_object()
     return None
 

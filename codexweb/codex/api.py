@@ -9,17 +9,16 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from ..auth.guards import current_request_user, require_verified
+from ..bodies import parse_body
 from ..clock import isoformat
 from ..errors import Problem
-from ..extensions import limiter
-from ..logging import _redact, emit
-from ..ratelimit import configured
+from ..logging import emit, redact
 from . import chatkit, sessions
+from .limits import session_create_limit, token_limit
 from .schemas import (
     ClientEventBody,
     CreateSessionBody,
     check_properties_size,
-    parse_body,
     query_text,
 )
 
@@ -50,7 +49,7 @@ def agents():
 
 @bp.post("/sessions")
 @require_verified
-@limiter.limit(configured("RATELIMIT_SESSION_CREATE"))
+@session_create_limit
 def create_session():
     body = parse_body(CreateSessionBody)
     try:
@@ -121,7 +120,7 @@ def delete_session(session_id: str):
 
 @bp.get("/chatkit/token")
 @require_verified
-@limiter.limit(configured("RATELIMIT_TOKEN"))
+@token_limit
 def chatkit_token():
     minted = chatkit.mint_chatkit_token(
         current_request_user(), query_text("session_id", required=True)
@@ -164,9 +163,9 @@ def client_event():
         user_id=user.id,
         session_id=body.session_id,
         # Client-chosen names: the same redaction as event fields, one level down.
-        properties=_redact(body.properties or {}),
+        properties=redact(body.properties or {}),
     )
-    return Response(status=202)
+    return jsonify(status="accepted"), 202
 
 
 @wellknown.get("/jwks.json")

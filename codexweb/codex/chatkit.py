@@ -32,17 +32,16 @@ from joserfc.jwk import OKPKey
 from sqlalchemy import select, update
 
 from ..clock import isoformat, utcnow
-from ..errors import invalid_request
 from ..extensions import db
 from ..logging import emit
 from ..models import ChatKitSession, CodexSession, User
 from .sessions import (
     LIMIT_DEFAULT,
-    LIMIT_MAX,
-    decode_cursor,
     effective_status,
     get_owned_session,
+    keyset_page,
     page_with_cursor,
+    parse_page,
     session_not_found,
     touch,
 )
@@ -269,14 +268,7 @@ def list_chatkit_sessions(
     cursor: str | None = None,
 ) -> tuple[list[tuple[ChatKitSession, CodexSession]], str | None]:
     """The caller's ChatKit sessions (of sessions not deleted), newest first, keyset paged."""
-    errors = []
-    if not 1 <= limit <= LIMIT_MAX:
-        errors.append({"field": "limit", "message": f"An integer from 1 to {LIMIT_MAX}."})
-    after = decode_cursor(cursor) if cursor is not None else None
-    if cursor is not None and after is None:
-        errors.append({"field": "cursor", "message": "Not a cursor this API returned."})
-    if errors:
-        raise invalid_request(errors)
+    after = parse_page(limit, cursor)
     query = (
         select(ChatKitSession, CodexSession)
         .join(CodexSession, CodexSession.id == ChatKitSession.codex_session_id)
@@ -285,14 +277,8 @@ def list_chatkit_sessions(
     if session_id is not None:
         get_owned_session(user, session_id)  # someone else's id is a 404, not an empty list
         query = query.where(ChatKitSession.codex_session_id == session_id)
-    if after is not None:
-        created_at, row_id = after
-        query = query.where(
-            (ChatKitSession.created_at < created_at)
-            | ((ChatKitSession.created_at == created_at) & (ChatKitSession.id < row_id))
-        )
-    query = query.order_by(ChatKitSession.created_at.desc(), ChatKitSession.id.desc())
-    rows = db.session.execute(query.limit(limit + 1)).all()
+    query = keyset_page(query, ChatKitSession.created_at, ChatKitSession.id, after, limit)
+    rows = db.session.execute(query).all()
     records, next_cursor = page_with_cursor([row[0] for row in rows], limit)
     return [(row[0], row[1]) for row in rows[: len(records)]], next_cursor
 

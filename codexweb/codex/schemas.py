@@ -8,14 +8,12 @@ agents and placements exist, how large a context may be) live in `sessions.py`.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import invalid_request
-
-Model = TypeVar("Model", bound=BaseModel)
 
 # Browser lifecycle analytics that `POST /api/codex/events` accepts (CONTRACT.md §4).
 CLIENT_EVENTS = (
@@ -49,45 +47,6 @@ class ClientEventBody(_Strict):
     session_id: str | None = Field(default=None, max_length=64)
     # Flat and small: analytics, not a place to park data (or secrets) in our logs.
     properties: dict[str, Scalar] | None = Field(default=None, max_length=32)
-
-
-def parse_body(model: type[Model]) -> Model:
-    """The JSON body as `model`, or a 422 that names every offending field."""
-    if not request.is_json:
-        raise invalid_request(
-            [{"field": "body", "message": "Send a JSON object (Content-Type: application/json)."}]
-        )
-    body = _strict_json(request.get_data(cache=True))
-    if not isinstance(body, dict):
-        raise invalid_request([{"field": "body", "message": "Must be a JSON object."}])
-    try:
-        return model.model_validate(body)
-    except ValidationError as error:
-        raise invalid_request(validation_errors(error)) from None
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _strict_json(data: bytes) -> Any:
-    """RFC 8259 JSON only: no NaN/Infinity (we could not echo them back as JSON), and a
-    nesting too deep for the parser is a bad request rather than a crash."""
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise invalid_request([{"field": "body", "message": "Not valid JSON."}]) from None
-
-
-def validation_errors(error: ValidationError) -> list[dict[str, str]]:
-    errors = []
-    for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "body"
-        message = item["msg"]
-        if item["type"] == "literal_error" and item["loc"] == ("event",):
-            message = "Unknown event."
-        errors.append({"field": field, "message": message})
-    return errors
 
 
 def check_properties_size(properties: dict[str, Any] | None) -> None:

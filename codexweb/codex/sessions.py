@@ -312,15 +312,7 @@ def list_sessions(
     errors = []
     if status is not None and status not in STATUSES:
         errors.append({"field": "status", "message": f"One of: {', '.join(STATUSES)}."})
-    if not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
-        errors.append({"field": "limit", "message": f"An integer from 1 to {LIMIT_MAX}."})
-    after = None
-    if cursor is not None:
-        after = decode_cursor(cursor)
-        if after is None:
-            errors.append({"field": "cursor", "message": "Not a cursor this API returned."})
-    if errors:
-        raise invalid_request(errors)
+    after = parse_page(limit, cursor, errors)
 
     query = select(CodexSession).where(
         CodexSession.user_id == user.id, CodexSession.deleted_at.is_(None)
@@ -328,7 +320,7 @@ def list_sessions(
     if status is not None:
         query = query.where(_status_filter(status, utcnow()))
     rows = db.session.scalars(
-        _page(query, CodexSession.created_at, CodexSession.id, after, limit)
+        keyset_page(query, CodexSession.created_at, CodexSession.id, after, limit)
     ).all()
     return page_with_cursor(list(rows), limit)
 
@@ -342,7 +334,24 @@ def _status_filter(status: str, now: datetime):
     return CodexSession.status == status
 
 
-def _page(query, created_column, id_column, after: tuple[datetime, str] | None, limit: int):
+def parse_page(
+    limit: Any, cursor: str | None, errors: list[dict[str, str]] | None = None
+) -> tuple[datetime, str] | None:
+    """Check a keyset-paged list's `limit` and `cursor` (422 naming every bad argument, with
+    the caller's own `errors`); return the (created_at, id) to continue after."""
+    errors = list(errors or [])
+    if not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
+        errors.append({"field": "limit", "message": f"An integer from 1 to {LIMIT_MAX}."})
+    after = decode_cursor(cursor) if cursor is not None else None
+    if cursor is not None and after is None:
+        errors.append({"field": "cursor", "message": "Not a cursor this API returned."})
+    if errors:
+        raise invalid_request(errors)
+    return after
+
+
+def keyset_page(query, created_column, id_column, after: tuple[datetime, str] | None, limit: int):
+    """`query` narrowed to the page after `after`, newest first, with one look-ahead row."""
     if after is not None:
         created_at, row_id = after
         query = query.where(
@@ -376,11 +385,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, row_id = json.loads(raw)
         created_at = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError):
+        if created_at.tzinfo is None or not isinstance(row_id, str):
+            return None
+        # Normalised here: an offset that pushes the time past year 1 or 9999 is no cursor.
+        return created_at.astimezone(UTC), row_id
+    except (binascii.Error, ValueError, TypeError, OverflowError):
         return None
-    if created_at.tzinfo is None or not isinstance(row_id, str):
-        return None
-    return created_at, row_id
 
 
 def parse_limit(limit: Any) -> int:

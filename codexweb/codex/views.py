@@ -32,10 +32,10 @@ from ..auth.guards import current_request_user, require_user, require_verified
 from ..auth.limits import resend_limit
 from ..clock import isoformat
 from ..errors import Problem, is_htmx, toast_trigger
-from ..extensions import db, limiter
+from ..extensions import db
 from ..models import CodexSession, User
-from ..ratelimit import configured
 from . import sessions
+from .limits import session_create_limit
 
 bp = Blueprint("codex_views", __name__)
 
@@ -161,7 +161,7 @@ def chatkit():
 
 @bp.post("/codex/chatkit/sessions")
 @require_verified
-@limiter.limit(configured("RATELIMIT_SESSION_CREATE"))
+@session_create_limit
 def start_session():
     user = current_request_user()
     form = {
