@@ -62,8 +62,7 @@ class Samples:
 def sampling(pid: int, rate: int = 200) -> Iterator[Samples]:
     """Sample `pid` and its children (the gunicorn master and its workers) until exit."""
     output = Path(tempfile.mkstemp(prefix="codexweb-profile-", suffix=".txt")[1])
-    spy = Path(sys.executable).parent / "py-spy"
-    command = [str(spy) if spy.exists() else "py-spy", "record", "--pid", str(pid)]
+    command = [py_spy(), "record", "--pid", str(pid)]
     command += ["--subprocesses", "--format", "raw", "--rate", str(rate), "--output", str(output)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.5)  # py-spy attaches to every process first
@@ -74,6 +73,18 @@ def sampling(pid: int, rate: int = 200) -> Iterator[Samples]:
         _, errors = process.communicate(timeout=60)
         if process.returncode not in (0, -signal.SIGINT) and not output.stat().st_size:
             raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')}")
+
+
+def py_spy() -> str:
+    """py-spy from the bench's virtualenv, installed from PyPI on first use."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            + ["py-spy"],
+            check=True,
+        )
+    return str(spy)
 
 
 def parse_frame(frame: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from flask import Flask
 from .seed import AGENT_ID, OTHER_PLACEMENT, PASSWORD, PLACEMENT, BenchUser, Population
 from .wrk import USER_AGENT, request_line
 
-PAGE_USERS = 16
+PAGE_USERS = 8  # each logs in through /login once (a password check each)
 
 
 @dataclass(frozen=True)
