@@ -32,6 +32,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "DATABASE_URL": f"sqlite:///{Path(instance_path) / 'codexweb.db'}",
         # SQLite: how long a writer waits for the file lock before "database is locked".
         "SQLITE_BUSY_TIMEOUT_MS": 15000,
+        # SQLite (WAL): NORMAL survives app and OS crashes, a power loss may lose the last
+        # commits; FULL fsyncs every commit (codexweb/database.py). OFF, NORMAL, FULL or EXTRA.
+        "SQLITE_SYNCHRONOUS": "NORMAL",
         # PostgreSQL: seconds to wait for a connection before answering 503.
         "DATABASE_CONNECT_TIMEOUT": 5,
         "PUBLIC_BASE_URL": None,

@@ -41,6 +41,21 @@ def test_every_sqlite_connection_gets_wal_busy_timeout_and_foreign_keys(app_fact
             assert pragma(later, "busy_timeout") == 4321
 
 
+def test_sqlite_synchronous_is_normal_by_default_and_configurable(app_factory, tmp_path):
+    # synchronous=NORMAL is 1, FULL is 2 (SQLite reports the level as a number).
+    default = sqlite_app(app_factory, tmp_path)
+    with default.app_context(), db.engine.connect() as connection:
+        assert pragma(connection, "synchronous") == 1
+    full = app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'full.db'}", SQLITE_SYNCHRONOUS="full")
+    with full.app_context(), db.engine.connect() as connection:
+        assert pragma(connection, "synchronous") == 2
+
+
+def test_an_unknown_sqlite_synchronous_level_refuses_to_start(app_factory, tmp_path):
+    with pytest.raises(RuntimeError, match="SQLITE_SYNCHRONOUS must be one of"):
+        sqlite_app(app_factory, tmp_path, SQLITE_SYNCHRONOUS="NORMAL; DROP TABLE users")
+
+
 def test_wal_mode_is_persisted_in_the_database_file(app_factory, tmp_path):
     import sqlite3
 
