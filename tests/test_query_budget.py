@@ -36,16 +36,11 @@ from tests.codex_support import AGENT, PLACEMENT, new_session
 
 # Statements per request, counted after the first call (which may create the ChatKit record
 # and load the signing key). Raise a budget only with a reason in the commit.
-# Today's counts; the comments name the statements a leaner implementation would not run
-# (docs/PERFORMANCE.md, "Query budgets"). Lower a budget when they go.
+# No reloads after the commit (`expire_on_commit=False`, codexweb/extensions.py).
 BUDGETS = {
-    # user, session, touch, live ChatKit record, its expiry UPDATE, token count UPDATE, then
-    # 3 reloads (user, session, record) of objects the commit expired, read by the event
-    # logged after it. Needed: 5 (expiry and count in one UPDATE, no reloads).
-    "token": 9,
-    # user, current session, touch, reload of the session the commit expired, for the
-    # response. Needed: 3.
-    "current": 4,
+    # user, session, touch, live ChatKit record, one UPDATE for its expiry and the token count.
+    "token": 5,
+    "current": 3,  # user, current session, touch
     "panel": 2,  # user, current session: nothing to spare
 }
 CODEX_TABLES = ("codex_sessions", "chatkit_sessions", "users")

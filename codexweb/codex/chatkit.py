@@ -30,6 +30,7 @@ from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey
 from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..clock import isoformat, utcnow
 from ..extensions import db
@@ -59,6 +60,9 @@ class ProviderToken:
     token: str
     expires_at: datetime
     jti: str
+    # The ChatKit record's new expiry, written by the same UPDATE that counts the token (one
+    # statement, not two); None when the provider has stored the record's expiry itself.
+    record_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,13 @@ class LocalProvider(ChatKitProvider):
         key = key_store().current()
         header = {"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}
         token = jwt.encode(header, claims, key.key, algorithms=[ALGORITHM])
-        record.expires_at = session.expires_at
-        return ProviderToken(token, datetime.fromtimestamp(claims["exp"], UTC), jti)
+        # The record lives as long as its Codex session, whose expiry `touch` just moved.
+        return ProviderToken(
+            token,
+            datetime.fromtimestamp(claims["exp"], UTC),
+            jti,
+            record_expires_at=session.expires_at,
+        )
 
 
 PROVIDERS: dict[str, str] = {
@@ -193,13 +202,7 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
         raise session_not_found()
     record = provider.record_for_mint(session)
     minted = provider.mint(user, session, record, session.expires_at)
-    # Counted in the database, not in Python: concurrent mints must not lose increments.
-    db.session.execute(
-        update(ChatKitSession)
-        .where(ChatKitSession.id == record.id)
-        .values(tokens_issued=ChatKitSession.tokens_issued + 1, last_token_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    _count_token(record, minted)
     db.session.commit()
     emit(
         "codex.chatkit.token.issued",
@@ -215,6 +218,30 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
     return MintedToken(
         minted.token, minted.expires_at, session.id, public_chatkit_session_id(record), minted.jti
     )
+
+
+def _count_token(record: ChatKitSession, minted: ProviderToken) -> None:
+    """One UPDATE: the token count, its time and (if the provider says) the record's expiry.
+
+    Counted in the database, not in Python: concurrent mints must not lose increments.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "tokens_issued": ChatKitSession.tokens_issued + 1,
+        "last_token_at": now,
+    }
+    if minted.record_expires_at is not None:
+        values["expires_at"] = minted.record_expires_at
+    db.session.execute(
+        update(ChatKitSession)
+        .where(ChatKitSession.id == record.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    # The loaded record matches the row again (the count is only known to the database).
+    set_committed_value(record, "last_token_at", now)
+    if minted.record_expires_at is not None:
+        set_committed_value(record, "expires_at", minted.record_expires_at)
 
 
 def public_chatkit_session_id(record: ChatKitSession) -> str:
