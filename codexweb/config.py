@@ -83,6 +83,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # Codex sessions
         "CODEX_SESSION_IDLE_TTL": 1800,
         "CODEX_SESSION_MAX_AGE": 43200,
+        # Activity within this many seconds of the last recorded one is not written again
+        # (expiry moves in steps of at most this much); 0 writes on every request.
+        "CODEX_SESSION_TOUCH_INTERVAL": 60,
         "CODEX_SESSION_RETENTION": 30 * 86400,
         "CODEX_CONTEXT_MAX_BYTES": 16 * 1024,
         "CODEX_AGENTS": DEFAULT_AGENTS,

@@ -191,3 +191,65 @@ def test_purge_deletes_in_batches(app, client, owner, frozen_clock):
     with app.app_context():
         assert sessions._delete_old(at(1), batch=2) == 5
         assert db.session.scalars(select(CodexSession)).all() == []
+
+
+def session_writes(app, action) -> int:
+    """How many UPDATEs of `codex_sessions` `action()` sends to the database."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    writes = []
+
+    def record(connection, cursor, sql, parameters, context, executemany):
+        if sql.lstrip().upper().startswith("UPDATE CODEX_SESSIONS"):
+            writes.append(sql)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return len(writes)
+
+
+def test_activity_within_the_touch_interval_is_written_once(app, client, owner, frozen_clock):
+    # Default interval (60 s): the sliding expiry moves in steps of at most a minute.
+    frozen_clock(at(0))
+    sid = new_session(client, owner)["session_id"]
+    frozen_clock(at(1))
+    first = session_writes(app, lambda: token(client, owner, sid))
+    stored = client.get(f"/api/codex/sessions/{sid}", headers=owner).get_json()
+    assert first == 1 and stored["expires_at"] == "2026-08-01T10:11:00Z"
+
+    frozen_clock(at(1) + timedelta(seconds=10))
+    minted = []
+    assert session_writes(app, lambda: minted.append(token(client, owner, sid))) == 0
+    # Not written: the stored expiry stays, and the token still never outlives it.
+    assert minted[0].status_code == 200
+    unchanged = client.get(f"/api/codex/sessions/{sid}", headers=owner).get_json()
+    assert unchanged["expires_at"] == "2026-08-01T10:11:00Z"
+    assert unchanged["last_active_at"] == "2026-08-01T10:01:00Z"
+    assert minted[0].get_json()["expires_at"] == "2026-08-01T10:06:10Z"  # token TTL 300 s
+    assert client.get("/api/codex/sessions/current", headers=owner).status_code == 200
+
+    frozen_clock(at(1) + timedelta(seconds=61))
+    assert session_writes(app, lambda: token(client, owner, sid)) == 1
+    slid = client.get(f"/api/codex/sessions/{sid}", headers=owner).get_json()
+    assert slid["expires_at"] == "2026-08-01T10:12:01Z"
+
+
+def test_a_touch_interval_of_zero_writes_every_activity(app_factory, make_user, frozen_clock):
+    from codexweb.auth.tokens import issue_access_token
+
+    app = app_factory(CODEX_SESSION_TOUCH_INTERVAL=0, CODEX_SESSION_IDLE_TTL=600)
+    client = app.test_client()
+    user = make_user()
+    with app.app_context():
+        headers = {"Authorization": f"Bearer {issue_access_token(user.id)}"}
+    frozen_clock(at(0))
+    sid = new_session(client, headers)["session_id"]
+    frozen_clock(at(0) + timedelta(seconds=10))
+    assert session_writes(app, lambda: token(client, headers, sid)) == 1
+    slid = client.get(f"/api/codex/sessions/{sid}", headers=headers).get_json()
+    assert slid["expires_at"] == "2026-08-01T10:10:10Z"

@@ -152,7 +152,7 @@ class LocalProvider(ChatKitProvider):
         key = key_store().current()
         header = {"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}
         token = jwt.encode(header, claims, key.key, algorithms=[ALGORITHM])
-        # The record lives as long as its Codex session, whose expiry `touch` just moved.
+        # The record lives as long as its Codex session (its stored expiry, after `touch`).
         return ProviderToken(
             token,
             datetime.fromtimestamp(claims["exp"], UTC),
@@ -202,7 +202,9 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
         raise session_not_found()
     record = provider.record_for_mint(session)
     minted = provider.mint(user, session, record, session.expires_at)
-    _count_token(record, minted)
+    if not _count_token(session, record, minted):
+        db.session.rollback()  # closed meanwhile: no token, and no record opened for it
+        raise session_not_found()
     db.session.commit()
     emit(
         "codex.chatkit.token.issued",
@@ -220,10 +222,13 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
     )
 
 
-def _count_token(record: ChatKitSession, minted: ProviderToken) -> None:
+def _count_token(session: CodexSession, record: ChatKitSession, minted: ProviderToken) -> bool:
     """One UPDATE: the token count, its time and (if the provider says) the record's expiry.
 
     Counted in the database, not in Python: concurrent mints must not lose increments.
+    Conditional on the Codex session still being active: `touch` may have skipped its own
+    conditional write (coalesced), and a session closed since we read it gets no token.
+    Returns False when it was not.
     """
     now = utcnow()
     values: dict[str, Any] = {
@@ -232,16 +237,28 @@ def _count_token(record: ChatKitSession, minted: ProviderToken) -> None:
     }
     if minted.record_expires_at is not None:
         values["expires_at"] = minted.record_expires_at
-    db.session.execute(
+    still_active = (
+        select(CodexSession.id)
+        .where(
+            CodexSession.id == session.id,
+            CodexSession.status == "active",
+            CodexSession.expires_at > now,
+        )
+        .exists()
+    )
+    result = db.session.execute(
         update(ChatKitSession)
-        .where(ChatKitSession.id == record.id)
+        .where(ChatKitSession.id == record.id, still_active)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount != 1:
+        return False
     # The loaded record matches the row again (the count is only known to the database).
     set_committed_value(record, "last_token_at", now)
     if minted.record_expires_at is not None:
         set_committed_value(record, "expires_at", minted.record_expires_at)
+    return True
 
 
 def public_chatkit_session_id(record: ChatKitSession) -> str:

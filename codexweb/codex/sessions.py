@@ -152,8 +152,15 @@ def touch(session: CodexSession, *, commit: bool = True) -> bool:
 
     One conditional UPDATE, so a session closed or expired meanwhile is never revived.
     Returns False (and changes nothing) when the session is no longer active.
+
+    Coalesced: a session touched less than `CODEX_SESSION_TOUCH_INTERVAL` seconds ago is not
+    written again (its expiry then lags by less than that interval, against an idle TTL of
+    half an hour), so most `/current` calls and token mints stay read-only: no write lock,
+    no WAL append. The caller keeps the stored expiry, which is what it must not exceed.
     """
     now = utcnow()
+    if _touched_recently(session, now):
+        return effective_status(session, now) == "active"
     expires_at = _expiry(session.created_at, now)
     result = db.session.execute(
         update(CodexSession)
@@ -173,6 +180,11 @@ def touch(session: CodexSession, *, commit: bool = True) -> bool:
     if commit:
         db.session.commit()
     return True
+
+
+def _touched_recently(session: CodexSession, now: datetime) -> bool:
+    interval = timedelta(seconds=current_app.config["CODEX_SESSION_TOUCH_INTERVAL"])
+    return timedelta(0) <= now - session.last_active_at < interval
 
 
 # Opening ---------------------------------------------------------------------------------
