@@ -112,8 +112,14 @@ def test_deleting_a_user_deletes_their_sessions_and_tokens(app, user):
             assert db.session.scalar(db.select(db.func.count()).select_from(model)) == 0
 
 
-def test_connections_are_pre_pinged(app):
-    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
+def test_server_database_connections_are_pre_pinged_sqlite_ones_are_not(app_factory, tmp_path):
+    # SQLite: a file in this process, no connection to lose; the ping would cost a statement.
+    sqlite = sqlite_app(app_factory, tmp_path)
+    assert "pool_pre_ping" not in sqlite.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    with sqlite.app_context():
+        assert db.engine.pool._pre_ping is False
+    config = base_test_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/never_connected")
+    assert create_app(config).config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
 
 
 def test_postgresql_connections_time_out_instead_of_hanging(tmp_path):
