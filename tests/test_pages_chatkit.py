@@ -445,3 +445,20 @@ def test_the_page_and_the_api_share_one_session_create_budget(app_factory):
     )
     assert response.status_code == 429
     assert toast(response)["message"].startswith("Codex is busy, please retry in ")
+
+
+def test_the_start_form_offers_only_placements_an_agent_may_use(app_factory):
+    app = app_factory(
+        CODEX_PLACEMENTS=["dashboard", "ops"],
+        CODEX_AGENTS={"agent_123": {"name": "Demo agent", "placements": ["dashboard"]}},
+    )
+    with app.app_context():
+        from codexweb.auth.accounts import create_user
+
+        owner = create_user("form@example.com", "correct horse battery staple", verified=True)
+        db.session.commit()
+        db.session.refresh(owner)
+        db.session.expunge(owner)
+    page = Browser(app.test_client(), owner).get("/codex/chatkit").get_data(as_text=True)
+    assert '<option value="dashboard"' in page
+    assert 'value="ops"' not in page
