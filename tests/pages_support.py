@@ -80,3 +80,15 @@ def toast(response) -> dict[str, str]:
 
 def is_full_page(html: str) -> bool:
     return html.lstrip().lower().startswith("<!doctype html>")
+
+
+def user_in(app: Flask, email: str, *, verified: bool = True) -> User:
+    """A user stored in `app`'s database (for tests that build their own app)."""
+    from codexweb.auth.accounts import create_user
+
+    with app.app_context():
+        user = create_user(email, "correct horse battery staple", verified=verified)
+        db.session.commit()
+        db.session.refresh(user)
+        db.session.expunge(user)
+        return user

@@ -420,3 +420,32 @@ def test_no_database_write_is_held_while_waiting_for_upstream(app, owner, upstre
         held.release.set()
         thread.join()
     assert result["response"].status_code == 200
+
+
+@pytest.mark.parametrize("hosted_config", [{"CHATKIT_UPSTREAM_TIMEOUT": 20}])
+def test_no_database_write_is_held_while_a_close_cancels_upstream(app, owner, upstream):
+    """Closing commits first and cancels upstream afterwards: other writes never queue behind
+    OpenAI's answer, and the close still ends with the upstream session cancelled."""
+    closing, other = app.test_client(), app.test_client()
+    session = new_session(other, owner)
+    assert token_for(other, owner, session["session_id"]).status_code == 200
+    held = upstream.fail_next("cancel", "slow")
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            response=closing.post(
+                f"/api/codex/sessions/{session['session_id']}/close", headers=owner
+            )
+        )
+    )
+    thread.start()
+    try:
+        while not upstream.calls("cancel"):  # the close is now waiting on upstream
+            thread.join(0.01)
+        new_session(other, owner, placement="developer-workbench")
+        assert thread.is_alive() and not held.release.is_set()
+    finally:
+        held.release.set()
+        thread.join()
+    assert result["response"].status_code == 200
+    assert result["response"].get_json()["status"] == "closed"

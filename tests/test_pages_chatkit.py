@@ -20,6 +20,7 @@ from .pages_support import (
     open_session,
     stored_status,
     toast,
+    user_in,
 )
 
 
@@ -127,13 +128,7 @@ def test_resend_for_an_already_verified_user_refreshes_the_page(browser, outbox)
 
 def test_resend_shares_its_budget_with_the_api(app_factory):
     app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_RESEND="1/hour")
-    with app.app_context():
-        from codexweb.auth.accounts import create_user
-
-        owner = create_user("slow@example.com", "correct horse battery staple", verified=False)
-        db.session.commit()
-        db.session.refresh(owner)
-        db.session.expunge(owner)
+    owner = user_in(app, "slow@example.com", verified=False)
     browser = Browser(app.test_client(), owner)
     api = browser.client.post(
         "/api/auth/verify-email/resend", headers={"X-CSRFToken": browser.csrf()}
@@ -339,16 +334,10 @@ def test_one_url_answers_the_page_or_the_partial(browser):
 
 def test_with_a_chatkit_script_the_component_is_mounted(app_factory, make_user):
     app = app_factory(CHATKIT_SCRIPT_URL="https://cdn.example.com/chatkit/chatkit.js")
+    owner = user_in(app, "ck@example.com")
     with app.app_context():
-        from codexweb.auth.accounts import create_user
-
-        owner = create_user("ck@example.com", "correct horse battery staple", verified=True)
-        db.session.commit()
         session_id = sessions.open_session(owner, placement=PLACEMENT, agent_id=AGENT).id
-        owner_id = owner.id
-    client = app.test_client()
-    with client.session_transaction() as state:
-        state["_user_id"] = owner_id
+    client = Browser(app.test_client(), owner).client
     response = client.get(f"/codex/chatkit/sessions/{session_id}")
     html = response.get_data(as_text=True)
     assert '<script src="https://cdn.example.com/chatkit/chatkit.js" async></script>' in html
@@ -363,16 +352,10 @@ def test_a_self_hosted_chatkit_server_is_handed_to_the_component(app_factory):
         CHATKIT_API_URL="https://chat.example.com/chatkit",
         CHATKIT_DOMAIN_KEY="domain_pk_test",
     )
+    owner = user_in(app, "own@example.com")
     with app.app_context():
-        from codexweb.auth.accounts import create_user
-
-        owner = create_user("own@example.com", "correct horse battery staple", verified=True)
-        db.session.commit()
         session_id = sessions.open_session(owner, placement=PLACEMENT, agent_id=AGENT).id
-        owner_id = owner.id
-    client = app.test_client()
-    with client.session_transaction() as state:
-        state["_user_id"] = owner_id
+    client = Browser(app.test_client(), owner).client
     html = client.get(f"/codex/chatkit/sessions/{session_id}").get_data(as_text=True)
     assert re.search(
         r'<openai-chatkit data-chatkit-element data-api-url="https://chat.example.com/chatkit"'
@@ -394,13 +377,7 @@ def test_without_a_chatkit_script_the_area_says_so(app, browser, user):
 
 def rate_limited_start(app_factory):
     app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_SESSION_CREATE="1/minute")
-    with app.app_context():
-        from codexweb.auth.accounts import create_user
-
-        owner = create_user("busy@example.com", "correct horse battery staple", verified=True)
-        db.session.commit()
-        db.session.refresh(owner)
-        db.session.expunge(owner)
+    owner = user_in(app, "busy@example.com", verified=True)
     browser = Browser(app.test_client(), owner)
     form = {"agent_id": AGENT, "placement": PLACEMENT}
     assert browser.hx_post("/codex/chatkit/sessions", form).status_code == 200
@@ -425,14 +402,10 @@ def test_the_busy_toast_names_exactly_the_retry_after_seconds(app_factory):
 def test_the_page_and_the_api_share_one_session_create_budget(app_factory):
     """Alternating between POST /api/codex/sessions and the Start form buys no extra starts."""
     app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_SESSION_CREATE="1/minute")
+    owner = user_in(app, "shared@example.com", verified=True)
     with app.app_context():
-        from codexweb.auth.accounts import create_user
         from codexweb.auth.tokens import issue_access_token
 
-        owner = create_user("shared@example.com", "correct horse battery staple", verified=True)
-        db.session.commit()
-        db.session.refresh(owner)
-        db.session.expunge(owner)
         bearer = {"Authorization": f"Bearer {issue_access_token(owner.id)}"}
     browser = Browser(app.test_client(), owner)
     created = app.test_client().post(
@@ -445,3 +418,14 @@ def test_the_page_and_the_api_share_one_session_create_budget(app_factory):
     )
     assert response.status_code == 429
     assert toast(response)["message"].startswith("Codex is busy, please retry in ")
+
+
+def test_the_start_form_offers_only_placements_an_agent_may_use(app_factory):
+    app = app_factory(
+        CODEX_PLACEMENTS=["dashboard", "ops"],
+        CODEX_AGENTS={"agent_123": {"name": "Demo agent", "placements": ["dashboard"]}},
+    )
+    owner = user_in(app, "form@example.com", verified=True)
+    page = Browser(app.test_client(), owner).get("/codex/chatkit").get_data(as_text=True)
+    assert '<option value="dashboard"' in page
+    assert 'value="ops"' not in page

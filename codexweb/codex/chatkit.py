@@ -276,29 +276,48 @@ def _live_record(session: CodexSession) -> ChatKitSession | None:
 
 
 def end_chatkit_sessions(session: CodexSession) -> int:
-    """Mark the ChatKit sessions of an ended Codex session ended and tell their provider.
+    """Mark the ChatKit sessions of an ended Codex session ended (the caller's transaction).
 
-    Runs inside the caller's transaction (no commit). A provider that fails to release an
-    upstream session leaves `cancel_pending` set for `sessions purge-expired` to retry.
+    Records whose provider holds something upstream get `cancel_pending`: the caller commits,
+    then calls `release_chatkit_sessions`, so no upstream call ever runs while we hold a write
+    lock, and a release that never happens (a crash, an outage) is retried by the purge.
     """
     records = db.session.scalars(
         select(ChatKitSession).where(
-            ChatKitSession.codex_session_id == session.id,
-            (ChatKitSession.status == "active") | ChatKitSession.cancel_pending.is_(True),
+            ChatKitSession.codex_session_id == session.id, ChatKitSession.status == "active"
         )
     ).all()
     now = utcnow()
     for record in records:
         record.status = "ended"
         record.ended_at = record.ended_at or now
+        record.cancel_pending = get_provider(name=record.provider).calls_upstream
+    db.session.flush()
+    return len(records)
+
+
+def release_chatkit_sessions(codex_session_ids: list[str] | None = None) -> int:
+    """Tell providers about ended ChatKit sessions still `cancel_pending` (after a commit).
+
+    Only those of `codex_session_ids`, or every pending one (the purge's retry). A provider
+    that fails leaves the flag set; an upstream outage never fails the close that caused it.
+    Returns how many are still pending.
+    """
+    query = select(ChatKitSession).where(ChatKitSession.cancel_pending.is_(True))
+    if codex_session_ids is not None:
+        if not codex_session_ids:
+            return 0
+        query = query.where(ChatKitSession.codex_session_id.in_(codex_session_ids))
+    records = db.session.scalars(query).all()
+    for record in records:
         record.cancel_pending = False
         try:
             get_provider(name=record.provider).end(record)
         except Exception:  # an upstream outage must not block closing the Codex session
             record.cancel_pending = True
             log.warning("ending ChatKit session %s failed; will retry", record.id, exc_info=True)
-    db.session.flush()
-    return len(records)
+    db.session.commit()
+    return sum(1 for record in records if record.cancel_pending)
 
 
 # Listing ---------------------------------------------------------------------------------

@@ -245,6 +245,7 @@ def _insert_session(
     db.session.flush()  # IntegrityError here when another active session holds the slot
     get_provider().open_record(session)
     db.session.commit()
+    _release_chatkit_sessions([expired.id for expired in stale])
     for expired in stale:
         emit("codex.session.expired", **_event_fields(expired))
     return session
@@ -432,6 +433,7 @@ def close_session(user: User, session_id: str) -> CodexSession:
     session.closed_at = utcnow()
     _end_chatkit_sessions(session)
     db.session.commit()
+    _release_chatkit_sessions([session.id])
     emit("codex.session.closed", **_event_fields(session))
     return session
 
@@ -446,6 +448,7 @@ def delete_session(user: User, session_id: str) -> None:
     session.deleted_at = now
     _end_chatkit_sessions(session)
     db.session.commit()
+    _release_chatkit_sessions([session.id])
     emit("codex.session.deleted", **_event_fields(session))
 
 
@@ -456,12 +459,19 @@ def _end_chatkit_sessions(session: CodexSession) -> int:
     return end_chatkit_sessions(session)
 
 
+def _release_chatkit_sessions(codex_session_ids: list[str]) -> None:
+    """After the commit: let providers release what they hold upstream."""
+    from .chatkit import release_chatkit_sessions
+
+    release_chatkit_sessions(codex_session_ids)
+
+
 # Housekeeping ----------------------------------------------------------------------------
 
 
 def purge_expired(now: datetime | None = None) -> PurgeReport:
     """Persist lapsed expiries, end their ChatKit sessions, delete what retention allows."""
-    from .chatkit import end_chatkit_sessions
+    from .chatkit import end_chatkit_sessions, release_chatkit_sessions
 
     now = now or utcnow()
     lapsed = db.session.scalars(
@@ -494,15 +504,15 @@ def purge_expired(now: datetime | None = None) -> PurgeReport:
         select(CodexSession).where(
             CodexSession.status != "active",
             CodexSession.id.in_(
-                select(ChatKitSession.codex_session_id).where(
-                    or_(ChatKitSession.status == "active", ChatKitSession.cancel_pending.is_(True))
-                )
+                select(ChatKitSession.codex_session_id).where(ChatKitSession.status == "active")
             ),
         )
     ).all()
     for session in leftovers:
         ended += end_chatkit_sessions(session)
     db.session.commit()
+    # Every pending release, including earlier failures: outside any write transaction.
+    release_chatkit_sessions()
 
     deleted = _delete_old(now - timedelta(seconds=current_app.config["CODEX_SESSION_RETENTION"]))
     return PurgeReport(expired=len(expired), chatkit_ended=ended, deleted=deleted)

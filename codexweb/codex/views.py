@@ -86,10 +86,8 @@ def agent_names() -> dict[str, str]:
 
 def placement_choices() -> list[str]:
     """Every placement some agent may use, in configuration order."""
-    ordered = list(current_app.config["CODEX_PLACEMENTS"])
-    for agent in sessions.available_agents():
-        ordered += [placement for placement in agent.placements if placement not in ordered]
-    return ordered
+    usable = {placement for agent in sessions.available_agents() for placement in agent.placements}
+    return [name for name in current_app.config["CODEX_PLACEMENTS"] if name in usable]
 
 
 def session_view(session: CodexSession) -> dict[str, Any]:
