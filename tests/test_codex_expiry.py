@@ -253,3 +253,32 @@ def test_a_touch_interval_of_zero_writes_every_activity(app_factory, make_user, 
     assert session_writes(app, lambda: token(client, headers, sid)) == 1
     slid = client.get(f"/api/codex/sessions/{sid}", headers=headers).get_json()
     assert slid["expires_at"] == "2026-08-01T10:10:10Z"
+
+
+def test_a_session_closed_after_a_coalesced_touch_gets_no_token(
+    app, client, owner, frozen_clock, monkeypatch
+):
+    # Within the interval `touch` writes nothing, so nothing re-checks the session under the
+    # write lock there: the token count must. Another request closes the session in between.
+    from codexweb.codex import chatkit
+
+    frozen_clock(at(0))
+    sid = new_session(client, owner)["session_id"]
+    assert token(client, owner, sid).status_code == 200
+    real_touch = chatkit.touch
+
+    def touch_then_close(session, **kwargs):
+        touched = real_touch(session, **kwargs)
+        closed = app.test_client().post(f"/api/codex/sessions/{sid}/close", headers=owner)
+        assert closed.status_code == 200
+        return touched
+
+    monkeypatch.setattr(chatkit, "touch", touch_then_close)
+    frozen_clock(at(0) + timedelta(seconds=10))
+    refused = token(client, owner, sid)
+    assert refused.status_code == 404 and refused.get_json()["code"] == "session_not_found"
+    monkeypatch.undo()
+    records = client.get("/api/codex/chatkit/sessions", headers=owner).get_json()
+    assert [(r["status"], r["tokens_issued"]) for r in records["chatkit_sessions"]] == [
+        ("ended", 1)
+    ]

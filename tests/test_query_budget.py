@@ -43,6 +43,15 @@ BUDGETS = {
     "current": 3,  # user, current session, touch
     "panel": 2,  # user, current session: nothing to spare
 }
+
+
+@pytest.fixture
+def config_overrides():
+    # Every call writes its activity (no coalescing): budgets and plans cover the worst case,
+    # the `touch` UPDATE included; within the interval a call runs one statement fewer.
+    return {"CODEX_SESSION_TOUCH_INTERVAL": 0}
+
+
 CODEX_TABLES = ("codex_sessions", "chatkit_sessions", "users")
 OTHER_PLACEMENT = "developer-workbench"
 
@@ -280,11 +289,13 @@ def add_other_users_rows(app, users: int = 40, sessions_each: int = 50) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend_app(request, app_factory, tmp_path):
+def backend_app(request, app_factory, tmp_path, config_overrides):
     """The app on each database in turn, whatever database the rest of the run uses."""
     if request.param == "postgresql":
-        return app_factory(DATABASE_URL=request.getfixturevalue("postgres_database"))
-    return app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'explain.db'}")
+        url = request.getfixturevalue("postgres_database")
+    else:
+        url = f"sqlite:///{tmp_path / 'explain.db'}"
+    return app_factory(DATABASE_URL=url, **config_overrides)
 
 
 def hot_path_statements(app, make_user_fn) -> dict[str, list[Statement]]:
