@@ -12,6 +12,8 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -351,12 +353,12 @@ customElements.define("openai-chatkit", class extends HTMLElement {
 """
 
 
-def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve, watch, tmp_path):
-    """With CHATKIT_SCRIPT_URL the page loads the component from that origin (allowed by the
-    CSP) and hands it tokens through getClientSecret: a fresh one when it asks again."""
+@contextmanager
+def chatkit_cdn(tmp_path: Path, script: str) -> Iterator[str]:
+    """A stand-in ChatKit CDN on its own loopback origin; yields the script's URL."""
     assets = tmp_path / "chatkit-cdn"
     assets.mkdir()
-    (assets / "chatkit.js").write_text(FAKE_CHATKIT)
+    (assets / "chatkit.js").write_text(script)
     port = free_port()
     cdn = subprocess.Popen(
         [str(VENV_BIN / "python"), "-m", "http.server", str(port), "--bind", "127.0.0.1"],
@@ -364,9 +366,20 @@ def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    url = f"http://127.0.0.1:{port}/chatkit.js"
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/chatkit.js", process=cdn)
-        server = serve(CHATKIT_SCRIPT_URL=f"http://127.0.0.1:{port}/chatkit.js")
+        wait_for_http(url, process=cdn)
+        yield url
+    finally:
+        cdn.terminate()
+        cdn.wait()
+
+
+def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve, watch, tmp_path):
+    """With CHATKIT_SCRIPT_URL the page loads the component from that origin (allowed by the
+    CSP) and hands it tokens through getClientSecret: a fresh one when it asks again."""
+    with chatkit_cdn(tmp_path, FAKE_CHATKIT) as script_url:
+        server = serve(CHATKIT_SCRIPT_URL=script_url)
         create_verified_user(server, "component@example.com")
         log_in(page, server, "component@example.com")
         start_session(page)
@@ -377,9 +390,6 @@ def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve
         assert first.count(".") == 2 and second.count(".") == 2  # JWTs
         assert first != second
         expect(page.get_by_text("ChatKit not configured")).to_have_count(0)
-    finally:
-        cdn.terminate()
-        cdn.wait()
 
 
 def test_the_back_button_never_shows_a_bare_partial(page: Page, serve, watch, steps):
@@ -513,40 +523,28 @@ class _FakeChatKitHandler(BaseHTTPRequestHandler):
 def test_a_self_hosted_chatkit_server_gets_the_token_as_bearer(page: Page, serve, watch, tmp_path):
     """With CHATKIT_API_URL the component's requests carry the token as Bearer; a 401 from
     that server (token expired mid-chat) is answered with a fresh token, once."""
-    assets = tmp_path / "chatkit-cdn"
-    assets.mkdir()
-    (assets / "chatkit.js").write_text(FAKE_CHATKIT_CUSTOM)
-    port = free_port()
-    cdn = subprocess.Popen(
-        [str(VENV_BIN / "python"), "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=assets,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     chatkit_server = _FakeChatKitServer()
     threading.Thread(target=chatkit_server.serve_forever, daemon=True).start()
     watch.expect(r"status of 401")  # the fake server's refusal of the first request
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/chatkit.js", process=cdn)
-        server = serve(
-            CHATKIT_SCRIPT_URL=f"http://127.0.0.1:{port}/chatkit.js",
-            CHATKIT_API_URL=chatkit_server.origin + "/chatkit",
-            CHATKIT_DOMAIN_KEY="domain_pk_test",
-        )
-        create_verified_user(server, "selfhosted@example.com")
-        log_in(page, server, "selfhosted@example.com")
-        start_session(page)
-        component = page.locator("openai-chatkit")
-        expect(component).to_have_text("Fake ChatKit talked to its server")
-        assert component.get_attribute("data-domain-key") == "domain_pk_test"
-        first, second = chatkit_server.authorizations
-        assert first.startswith("Bearer ey") and second.startswith("Bearer ey")
-        assert first != second  # the retry after the 401 carried a fresh token
+        with chatkit_cdn(tmp_path, FAKE_CHATKIT_CUSTOM) as script_url:
+            server = serve(
+                CHATKIT_SCRIPT_URL=script_url,
+                CHATKIT_API_URL=chatkit_server.origin + "/chatkit",
+                CHATKIT_DOMAIN_KEY="domain_pk_test",
+            )
+            create_verified_user(server, "selfhosted@example.com")
+            log_in(page, server, "selfhosted@example.com")
+            start_session(page)
+            component = page.locator("openai-chatkit")
+            expect(component).to_have_text("Fake ChatKit talked to its server")
+            assert component.get_attribute("data-domain-key") == "domain_pk_test"
+            first, second = chatkit_server.authorizations
+            assert first.startswith("Bearer ey") and second.startswith("Bearer ey")
+            assert first != second  # the retry after the 401 carried a fresh token
     finally:
         chatkit_server.shutdown()
         chatkit_server.server_close()
-        cdn.terminate()
-        cdn.wait()
 
 
 def test_without_javascript_the_forms_still_work(browser, serve, tmp_path):
