@@ -72,7 +72,7 @@ class OidcProvider:
         body = response.json()
         return Client(body["client_id"], body["client_secret"])
 
-    def add_account(self, sub: str, email: str, *, email_verified: bool) -> None:
+    def add_account(self, sub: str, email: str | None, *, email_verified: bool) -> None:
         """An account signing in with login name `sub` (any password)."""
         response = httpx.post(
             self.issuer + "/test/accounts",

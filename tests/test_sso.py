@@ -16,6 +16,7 @@ import pytest
 
 from codexweb.auth import sso
 from codexweb.auth.accounts import find_user_by_email
+from codexweb.auth.redaction import redact_token_paths
 from codexweb.auth.sso import SsoError
 from codexweb.extensions import db
 from codexweb.models import Identity
@@ -91,6 +92,12 @@ def test_login_redirects_with_pkce_state_and_nonce(sso_app, oidc_provider):
     assert query["code_challenge_method"] == "S256"
     assert len(query["code_challenge"]) == 43
     assert query["state"] and query["nonce"]
+
+
+def test_posted_forms_may_continue_to_the_provider(sso_app, oidc_provider):
+    """Log out and link post a form that redirects to the provider: CSP must allow it."""
+    policy = sso_app().test_client().get("/login").headers["Content-Security-Policy"]
+    assert f"form-action 'self' {oidc_provider.issuer};" in policy
 
 
 def test_discovery_waits_for_the_first_sign_in(app_factory):
@@ -347,6 +354,22 @@ def test_cancelled_sign_in_says_so(sso_app, oidc_provider, account):
     assert "Sign-in was cancelled" in page_text(response)
     assert "Sign in with Acme ID again" in page_text(response)
     assert whoami(client) is None
+
+
+def test_a_provider_that_keeps_the_address_back_gets_a_page_saying_so(sso_app, oidc_provider):
+    app = sso_app(OIDC_NAME="Acme ID")
+    login = f"sub-{uuid.uuid4().hex[:12]}"
+    oidc_provider.add_account(login, None, email_verified=False)
+    response = sign_in(app.test_client(), oidc_provider, login)
+    assert response.status_code == 502
+    assert "Acme ID did not tell us your email address" in page_text(response)
+
+
+def test_the_dev_server_log_drops_the_callback_query():
+    line = '127.0.0.1 - - "GET /auth/callback?code=abc&state=def HTTP/1.1" 302 -'
+    assert redact_token_paths(line) == (
+        '127.0.0.1 - - "GET /auth/callback?[redacted] HTTP/1.1" 302 -'
+    )
 
 
 def test_a_callback_without_its_state_is_refused(sso_app):
