@@ -153,7 +153,6 @@ def failure_page(code: str) -> Response:
         logged_in=current_request_user() is not None,
     )
     response = Response(html, status=_STATUS[code], mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"
     # The callback's URL carries the authorization code: never hand it on as a Referer.
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
