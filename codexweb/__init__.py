@@ -55,6 +55,11 @@ def register_extensions(app: Flask) -> None:
 
     login_manager.user_loader(load_user)
 
+    from .auth import password_login, sso_client
+
+    sso_client.init_app(app)
+    password_login.init_app(app)
+
 
 def register_blueprints(app: Flask) -> None:
     from .auth.api import bp as auth_api
@@ -70,6 +75,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
     app.register_blueprint(codex_views)
+
+    from .auth.sso_views import bp as sso
+
+    app.register_blueprint(sso)
 
 
 def register_request_hooks(app: Flask) -> None:

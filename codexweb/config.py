@@ -113,6 +113,19 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
         "PROXY_FIX_COUNT": 0,
+        # Single sign-on (OpenID Connect): on when issuer, client id and secret are all set.
+        "OIDC_ISSUER": None,
+        "OIDC_CLIENT_ID": None,
+        "OIDC_CLIENT_SECRET": None,
+        "OIDC_SCOPES": "openid email profile",
+        "OIDC_NAME": "SSO",
+        # Domains whose addresses an SSO login may link to an existing password account.
+        "OIDC_ALLOWED_DOMAINS": [],
+        # Seconds to wait for the provider (discovery, keys, token exchange) before a page
+        # says it is unreachable.
+        "OIDC_TIMEOUT": 10,
+        # False: SSO is the only way in; the password endpoints answer 403.
+        "PASSWORD_LOGIN_ENABLED": True,
     }
 
 

@@ -10,7 +10,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, TypeDecorator, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .clock import utcnow
@@ -126,3 +136,24 @@ class ChatKitSession(db.Model):
     tokens_issued: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # A hosted session whose upstream cancel failed: the purge command tries again.
     cancel_pending: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
+
+
+class Identity(db.Model):
+    """An account at an OpenID provider that signs a user in: (issuer, subject) is who it is.
+
+    The address the provider last reported is kept for display only; it never links anyone,
+    because the provider may let its users change it.
+    """
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_identities_issuer_subject"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("idn"))
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    issuer: Mapped[str] = mapped_column(String(255), nullable=False)
+    subject: Mapped[str] = mapped_column(String(255), nullable=False)
+    email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -49,6 +49,15 @@ def chatkit_api_origins(app: Flask) -> list[str]:
     return _unique([origin_of(app.config.get("CHATKIT_API_URL"))])
 
 
+def sso_origins(app: Flask) -> list[str]:
+    """The OpenID provider's origin: a form posted here (link an identity, log out) may be
+    redirected there, and browsers check `form-action` on every step of that redirect. Its
+    authorization and end-session endpoints live there (Keycloak, Entra ID, Google)."""
+    if not all(app.config.get(key) for key in ("OIDC_ISSUER", "OIDC_CLIENT_ID")):
+        return []
+    return _unique([origin_of(app.config["OIDC_ISSUER"])])
+
+
 def _unique(origins) -> list[str]:
     return [origin for origin in dict.fromkeys(origins) if origin]
 
@@ -66,7 +75,7 @@ def content_security_policy(app: Flask) -> str:
         "frame-src": " ".join(component) or "'none'",
         "object-src": "'none'",
         "base-uri": "'none'",
-        "form-action": "'self'",
+        "form-action": _sources("'self'", sso_origins(app)),
         "frame-ancestors": "'none'",
     }
     return "; ".join(f"{name} {value}" for name, value in directives.items())

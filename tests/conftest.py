@@ -254,3 +254,20 @@ def events() -> Iterator[EventLog]:
     logger.addHandler(handler)
     yield sink
     logger.removeHandler(handler)
+
+
+# Single sign-on ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory) -> Iterator[Any]:
+    """A real OpenID provider (Node + oidc-provider) on loopback for the whole run; skips
+    with the reason when Node or the npm package is missing (fails under
+    CODEXWEB_REQUIRE_SERVICES=1)."""
+    from tests.oidc_provider import run_provider, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        require("CODEXWEB_REQUIRE_SERVICES", reason)
+    with run_provider(tmp_path_factory.mktemp("oidc")) as provider:
+        yield provider

@@ -96,12 +96,15 @@ def serve_gunicorn(
     workers: int = 2,
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
     instance = tmp_path / "server-instance"
     instance.mkdir(parents=True, exist_ok=True)
     full_env = codexweb_env(instance, env)
     migrate(full_env)
-    port = free_port()
+    # A caller that must know the URL first (e.g. to register it at an OpenID provider)
+    # picks the port itself.
+    port = port or free_port()
     full_env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
     full_env["GUNICORN_WORKERS"] = str(workers)
     log_path = tmp_path / f"gunicorn-{port}.log"

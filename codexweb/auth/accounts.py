@@ -60,7 +60,25 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password, method="scrypt")
 
 
+# Accounts made by single sign-on have no password: their hash starts with this marker, which
+# no hash function produces, followed by random text, so nothing ever matches it.
+UNUSABLE_PASSWORD_PREFIX = "!"  # noqa: S105 (a marker, not a password)
+
+
+def unusable_password_hash() -> str:
+    return UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(32)
+
+
+def has_usable_password(user: User) -> bool:
+    return not user.password_hash.startswith(UNUSABLE_PASSWORD_PREFIX)
+
+
 def password_matches(user: User, password: str) -> bool:
+    if not has_usable_password(user):
+        # Cost the same scrypt as a wrong password: the answer must not tell SSO-only
+        # accounts apart.
+        check_password_hash(_UNKNOWN_USER_HASH, password)
+        return False
     return check_password_hash(user.password_hash, password)
 
 
@@ -79,11 +97,11 @@ def find_user_by_email(email: str) -> User | None:
     ).scalar_one_or_none()
 
 
-def create_user(email: str, password: str, *, verified: bool = False) -> User:
-    """Add a user to the session (the caller commits)."""
+def create_user(email: str, password: str | None, *, verified: bool = False) -> User:
+    """Add a user to the session (the caller commits); without a password it is unusable."""
     user = User(
         email=normalise_email(email),
-        password_hash=hash_password(password),
+        password_hash=hash_password(password) if password is not None else unusable_password_hash(),
         email_verified_at=utcnow() if verified else None,
     )
     db.session.add(user)
@@ -228,12 +246,21 @@ def _grant(user: User, refresh_token: str, family_id: str) -> AccessGrant:
     )
 
 
-def start_refresh_family(user: User, *, via: str) -> AccessGrant:
-    """A successful login: a new refresh-token family and an access token."""
+def start_refresh_family(user: User, *, via: str, method: str = "password") -> AccessGrant:
+    """A successful login: a new refresh-token family and an access token.
+
+    `method` says how the user proved who they are: `password` or `oidc` (single sign-on).
+    """
     family_id = new_id("rtf")
     raw = _new_refresh_token(user, family_id)
     db.session.commit()
-    emit("auth.login.succeeded", user_id=user.id, via=via, email_verified=user.email_verified)
+    emit(
+        "auth.login.succeeded",
+        user_id=user.id,
+        via=via,
+        method=method,
+        email_verified=user.email_verified,
+    )
     return _grant(user, raw, family_id)
 
 

@@ -22,6 +22,7 @@ from .cookies import (
 )
 from .guards import authentication_required, current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .password_login import password_login_required
 from .schemas import (
     EmailBody,
     LoginBody,
@@ -71,6 +72,7 @@ def _accepted() -> tuple[Response, int]:
 
 
 @bp.post("/register")
+@password_login_required
 @register_limit
 def register():
     body = parse_body(RegisterBody)
@@ -82,6 +84,7 @@ def register():
 
 
 @bp.post("/login")
+@password_login_required
 @login_limit
 def login():
     body = parse_body(LoginBody)
@@ -155,6 +158,7 @@ def resend_verification():
 
 
 @bp.post("/password/forgot")
+@password_login_required
 @password_reset_limit
 def forgot_password():
     accounts.request_password_reset(parse_body(EmailBody).email)
@@ -162,6 +166,7 @@ def forgot_password():
 
 
 @bp.post("/password/reset")
+@password_login_required
 @password_reset_limit
 def reset_password():
     body = parse_body(ResetPasswordBody)

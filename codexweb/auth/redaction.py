@@ -12,10 +12,14 @@ import logging
 import re
 
 _TOKEN_PATH = re.compile(r"(/(?:verify-email|reset-password)/)(?!resend(?:[/?#\s\"]|$))[^/?#\s\"]+")
+# The single sign-on callback carries the authorization code and state in its query string;
+# gunicorn's access log drops query strings, the dev server's request line does not.
+_CALLBACK_QUERY = re.compile(r"(/auth/callback)\?[^#\s\"]*")
 REDACTED = "[redacted]"
 
 
 def redact_token_paths(text: str) -> str:
+    text = _CALLBACK_QUERY.sub(r"\1?" + REDACTED, text)
     return _TOKEN_PATH.sub(r"\1" + REDACTED, text)
 
 

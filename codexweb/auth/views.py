@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Response,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -33,7 +34,14 @@ from .cookies import (
 from .forms import ConfirmForm, EmailForm, LoginForm, RegisterForm, ResetPasswordForm
 from .guards import current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .password_login import (
+    password_login_disabled,
+    password_login_enabled,
+    password_login_required,
+)
 from .redaction import install_werkzeug_filter
+from .sso import sso_configured
+from .sso_client import provider_logout_url
 from .tokens import TokenError
 
 bp = Blueprint("auth_views", __name__)
@@ -86,6 +94,7 @@ def _no_referrer(response: Response) -> Response:
 
 
 @bp.route("/register", methods=["GET", "POST"])
+@password_login_required
 @register_limit
 def register():
     form = RegisterForm()
@@ -108,6 +117,8 @@ def login():
     target = _next_target()
     if request.method == "GET" and current_request_user() is not None:
         return redirect(target)
+    if request.method == "POST" and not password_login_enabled():
+        raise password_login_disabled()
     form = LoginForm()
     error = None
     if form.validate_on_submit():
@@ -119,7 +130,14 @@ def login():
             return _log_in_browser(user, via="page", target=target)
     # Carry `next` through the form only when it is one we would honour.
     kept_next = target if target == request.args.get("next") else None
-    return render_template("auth/login.html", form=form, error=error, next=kept_next)
+    return render_template(
+        "auth/login.html",
+        form=form,
+        error=error,
+        next=kept_next,
+        password_login=password_login_enabled(),
+        sso_name=current_app.config["OIDC_NAME"] if sso_configured(current_app.config) else None,
+    )
 
 
 @bp.route("/logout", methods=["GET", "POST"])
@@ -132,9 +150,11 @@ def logout():
     accounts.log_out(
         user_id=user.id if user else None, refresh_token=None, family_id=remembered_family()
     )
+    # A single sign-on login also ends at the provider, or its next sign-in would be silent.
+    provider_logout = provider_logout_url()
     end_login_session()
     flash("You have been logged out.", "info")
-    response = redirect(url_for("auth_views.login"))
+    response = redirect(provider_logout or url_for("auth_views.login"))
     clear_refresh_cookie(response)
     return response
 
@@ -188,6 +208,7 @@ def verify_link(token: str):
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])
+@password_login_required
 @password_reset_limit
 def forgot_password():
     form = EmailForm()
@@ -203,6 +224,7 @@ def forgot_password():
 
 
 @bp.route("/reset-password/<token>", methods=["GET", "POST"])
+@password_login_required
 @password_reset_limit
 def reset_password(token: str):
     try:

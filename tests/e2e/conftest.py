@@ -80,12 +80,12 @@ class _ServerPool:
         self.tmp_path = tmp_path
         self.contexts: list[Any] = []
 
-    def start(self, workers: int = 1, **config: Any) -> Server:
+    def start(self, workers: int = 1, port: int | None = None, **config: Any) -> Server:
         env = {f"CODEXWEB_{key}": str(value) for key, value in config.items()}
         # Text logs read better in a failure report; limits stay per process (one worker).
         env.setdefault("CODEXWEB_LOG_FORMAT", "text")
         context = serve_gunicorn(
-            self.tmp_path / f"server-{len(self.contexts)}", workers=workers, env=env
+            self.tmp_path / f"server-{len(self.contexts)}", workers=workers, env=env, port=port
         )
         server = context.__enter__()
         self.contexts.append(context)
