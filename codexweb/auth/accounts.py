@@ -188,10 +188,16 @@ def authenticate(email: str, password: str) -> User:
     if not password_matches(user, password):
         emit("auth.login.failed", logging.WARNING, user_id=user.id, reason="wrong_password")
         raise AccountError("invalid_credentials")
+    ensure_may_log_in(user)
+    return user
+
+
+def ensure_may_log_in(user: User) -> None:
+    """`account_disabled` for a disabled account: every way in (password, single sign-on)
+    asks this once it knows who is logging in."""
     if user.disabled_at is not None:
         emit("auth.login.failed", logging.WARNING, user_id=user.id, reason="disabled")
         raise AccountError("account_disabled", DISABLED_DETAIL)
-    return user
 
 
 # Email verification ----------------------------------------------------------------------
