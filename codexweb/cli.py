@@ -2,47 +2,140 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
-from sqlalchemy.exc import IntegrityError
 
-from .auth.accounts import (
-    PASSWORD_MAX_LENGTH,
-    PASSWORD_MIN_LENGTH,
-    create_user,
-    find_user_by_email,
-    normalise_email,
-)
-from .auth.schemas import email_problem
-from .extensions import db
+from .auth import accounts
+from .auth.accounts import PASSWORD_MIN_LENGTH, AccountError
+from .models import User
 
 users = AppGroup("users", help="Manage user accounts.")
+
+# Input an operator can correct is a usage error (exit 2); a rule that said no is exit 1.
+_USAGE_ERRORS = frozenset({"invalid_email", "invalid_password"})
+_REFUSALS = {"email_taken": "{email} is already registered"}
+
+
+@contextmanager
+def refusals_reported(email: str) -> Iterator[None]:
+    """Say an `AccountError` to the operator as click does, in the rule's own words."""
+    try:
+        yield
+    except AccountError as error:
+        email = accounts.normalise_email(email)
+        message = _REFUSALS.get(error.code, error.detail or error.code).format(email=email)
+        if error.code in _USAGE_ERRORS:
+            raise click.UsageError(message) from None
+        raise click.ClickException(message) from None
 
 
 @users.command("create")
 @click.argument("email")
 @click.option("--password", required=True, help=f"At least {PASSWORD_MIN_LENGTH} characters.")
 @click.option("--verified", is_flag=True, help="Mark the email address as verified.")
-def create_user_command(email: str, password: str, verified: bool) -> None:
+@click.option(
+    "--send-verification", is_flag=True, help="Email the user a link to verify the address."
+)
+def create_user_command(email: str, password: str, verified: bool, send_verification: bool) -> None:
     """Create a user account."""
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise click.UsageError(
-            f"the password needs at least {PASSWORD_MIN_LENGTH} characters "
-            f"(and at most {PASSWORD_MAX_LENGTH})"
+    if verified and send_verification:
+        raise click.UsageError("--send-verification is for unverified accounts; drop --verified")
+    with refusals_reported(email):
+        user = accounts.create_account(
+            email, password, verified=verified, send_link=send_verification
         )
-    problem = email_problem(normalise_email(email))
-    if problem:
-        raise click.UsageError(f"{email!r}: {problem}")
-    if find_user_by_email(email) is not None:
-        raise click.ClickException(f"{email.strip().lower()} is already registered")
-    user = create_user(email, password, verified=verified)
-    try:
-        db.session.commit()
-    except IntegrityError as error:
-        db.session.rollback()
-        raise click.ClickException(f"{email.strip().lower()} is already registered") from error
     click.echo(f"created {user.id} {user.email} verified={user.email_verified}")
+    if send_verification:
+        click.echo(f"verification email sent to {user.email}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _row(user: User) -> tuple[str, ...]:
+    return (
+        user.email,
+        "yes" if user.email_verified else "no",
+        _when(user.created_at),
+        _when(user.last_login_at),
+        _when(user.disabled_at) if user.disabled_at else "no",
+    )
+
+
+@users.command("list")
+def list_users_command() -> None:
+    """Show every account: email, verified, created, last login, disabled (times in UTC)."""
+    rows = [("EMAIL", "VERIFIED", "CREATED (UTC)", "LAST LOGIN (UTC)", "DISABLED")]
+    rows += [_row(user) for user in accounts.list_accounts()]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt(
+        "New password", hide_input=True, confirmation_prompt="Repeat the new password"
+    )
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+def set_password_command(email: str, password_stdin: bool) -> None:
+    """Set a new password (prompted twice, never on the command line); every login ends."""
+    with refusals_reported(email):
+        user = accounts.account_for(email)
+        accounts.set_password(user, _new_password(password_stdin))
+    click.echo(f"password set for {user.email}; their logins have ended")
+
+
+@users.command("disable")
+@click.argument("email")
+def disable_command(email: str) -> None:
+    """Refuse the user's logins from now on and end the current ones."""
+    with refusals_reported(email):
+        user = accounts.account_for(email)
+        accounts.disable_account(user)
+    click.echo(f"disabled {user.email}")
+
+
+@users.command("enable")
+@click.argument("email")
+def enable_command(email: str) -> None:
+    """Let a disabled user log in again."""
+    with refusals_reported(email):
+        user = accounts.account_for(email)
+        accounts.enable_account(user)
+    click.echo(f"enabled {user.email}")
+
+
+@users.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_command(email: str, yes: bool) -> None:
+    """Delete the account with its sessions and logins."""
+    with refusals_reported(email):
+        user = accounts.account_for(email)
+    if not yes:
+        click.confirm(
+            f"Delete {user.email} with all their sessions and logins? This cannot be undone",
+            abort=True,
+        )
+    accounts.delete_account(user)
+    click.echo(f"deleted {user.email}")
 
 
 sessions_group = AppGroup("sessions", help="Codex session housekeeping.")

@@ -36,7 +36,7 @@ from werkzeug.exceptions import HTTPException
 
 from .extensions import db, limiter
 from .logging import current_request_id, emit
-from .ratelimit import retry_after_seconds
+from .ratelimit import rate_limit_message, retry_after_seconds
 from .ratelimit_storage import storage_failed
 
 PROBLEM_TYPE_BASE = "https://codexweb.dev/problems/"
@@ -44,6 +44,7 @@ PROBLEM_TYPE_BASE = "https://codexweb.dev/problems/"
 TITLES = {
     "authentication_required": "Authentication required",
     "invalid_credentials": "Invalid email or password",
+    "account_disabled": "Account disabled",
     "email_not_verified": "Email address not verified",
     "email_taken": "Email address already registered",
     "token_expired": "Token expired",
@@ -176,12 +177,13 @@ def _render_page(problem: Problem) -> Response:
     return Response(html, status=problem.status, mimetype="text/html")
 
 
-def rate_limited_problem() -> Problem:
+def rate_limited_problem(scope: object = None) -> Problem:
+    """429 `rate_limited`, worded for the limit's `scope` (ratelimit.rate_limit_message)."""
     retry_after = retry_after_seconds(limiter)
     return Problem(
         429,
         "rate_limited",
-        f"Codex is busy, please retry in {retry_after} seconds",
+        rate_limit_message(scope, retry_after),
         headers={"Retry-After": str(retry_after)},
         retry_after=retry_after,
     )
@@ -191,8 +193,10 @@ def _handle_problem(problem: Problem) -> Response:
     return render_problem(problem)
 
 
-def _handle_rate_limit(error: RateLimitExceeded) -> Response:
-    problem = rate_limited_problem()
+def rate_limit_refusal(error: RateLimitExceeded) -> Problem:
+    """The 429 problem for a breached limit, logged as `http.rate_limited`. Pages that keep
+    their form on a 429 render it themselves (auth.views); everyone else gets it rendered."""
+    problem = rate_limited_problem(error.limit.scope)
     emit(
         "http.rate_limited",
         logging.WARNING,
@@ -200,7 +204,11 @@ def _handle_rate_limit(error: RateLimitExceeded) -> Response:
         limit=str(error.limit.limit),
         retry_after=problem.extra["retry_after"],
     )
-    return render_problem(problem)
+    return problem
+
+
+def _handle_rate_limit(error: RateLimitExceeded) -> Response:
+    return render_problem(rate_limit_refusal(error))
 
 
 def _handle_csrf(error: CSRFError) -> Response:

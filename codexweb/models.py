@@ -52,6 +52,11 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Operators' view and rules (codexweb/auth/accounts.py): when a link was last mailed (None:
+    # never, e.g. created from the CLI), the last successful login, and a disabled account.
+    verification_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def email_verified(self) -> bool:

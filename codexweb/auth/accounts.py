@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,15 +38,26 @@ from .tokens import (
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 256
+EMAIL_MAX_LENGTH = 254
+# Deliberately loose: one @, no spaces or control characters (PostgreSQL refuses NUL), a dot
+# in the domain. The verification email is the real test of an address; this only catches
+# typos and junk.
+_EMAIL_SHAPE = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+
+DISABLED_DETAIL = "This account is disabled. Contact your administrator."
 
 
 class AccountError(Exception):
-    """A rule said no. `code`: `email_taken`, `invalid_credentials` (CONTRACT.md §5), or
-    `refresh_invalid` / `refresh_reused`, which callers answer as a 401."""
+    """A rule said no. `code`: `email_taken`, `invalid_credentials`, `account_disabled`
+    (CONTRACT.md §5); `invalid_email` / `invalid_password` (input the API and the forms
+    refuse before asking, the CLI through these rules); `unknown_user` (an operator named
+    nobody); or `refresh_invalid` / `refresh_reused`, which callers answer as a 401.
+    `detail` says it for a person where the code alone would not."""
 
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
+    def __init__(self, code: str, detail: str | None = None) -> None:
+        super().__init__(detail or code)
         self.code = code
+        self.detail = detail
 
 
 # Users and passwords ---------------------------------------------------------------------
@@ -54,6 +66,24 @@ class AccountError(Exception):
 def normalise_email(email: str) -> str:
     """Emails are trimmed and compared case-insensitively: we store them lower-cased."""
     return email.strip().lower()
+
+
+def email_problem(email: str) -> str | None:
+    """Why `email` (already normalised) is not an address, or None when it looks like one."""
+    if not email:
+        return "Enter your email address."
+    if len(email) > EMAIL_MAX_LENGTH or not _EMAIL_SHAPE.match(email):
+        return "Enter a valid email address."
+    return None
+
+
+def check_new_password(password: str) -> None:
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise AccountError(
+            "invalid_password",
+            f"The password needs at least {PASSWORD_MIN_LENGTH} characters "
+            f"(and at most {PASSWORD_MAX_LENGTH}).",
+        )
 
 
 def hash_password(password: str) -> str:
@@ -124,7 +154,9 @@ def load_user(user_id: str) -> User | None:
     code holding SECRET_KEY (tests forging a login), so it is taken as it is.
     """
     user = db.session.get(User, user_id)
-    if user is None or not has_request_context():
+    if user is None or user.disabled_at is not None:
+        return None
+    if not has_request_context():
         return user
     bound = session.get(SESSION_BINDING_KEY)
     if bound is not None and not hmac.compare_digest(str(bound), login_session_binding(user)):
@@ -139,23 +171,32 @@ def register_user(email: str, password: str) -> User:
     decides). A mail failure does not lose the account: it is logged, and the user can ask
     for another email.
     """
+    user = _add_user(email, password, verified=False)
+    emit("auth.user.registered", user_id=user.id)
+    send_verification(user)
+    return user
+
+
+def _add_user(email: str, password: str, *, verified: bool) -> User:
+    """Create and commit a user; `email_taken` also when two creations race (the unique
+    index decides)."""
     if find_user_by_email(email) is not None:
         raise AccountError("email_taken")
-    user = create_user(email, password)
+    user = create_user(email, password, verified=verified)
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise AccountError("email_taken") from None
-    emit("auth.user.registered", user_id=user.id)
-    send_verification(user)
     return user
 
 
 def authenticate(email: str, password: str) -> User:
     """The user with that email and password, or `invalid_credentials`.
 
-    An unknown email and a wrong password cost the same (one scrypt) and look the same.
+    An unknown email and a wrong password cost the same (one scrypt) and look the same. A
+    disabled account says so only to someone who knows its password: a guesser learns
+    nothing more than from any other wrong password.
     """
     user = find_user_by_email(email)
     if user is None:
@@ -165,7 +206,16 @@ def authenticate(email: str, password: str) -> User:
     if not password_matches(user, password):
         emit("auth.login.failed", logging.WARNING, user_id=user.id, reason="wrong_password")
         raise AccountError("invalid_credentials")
+    ensure_may_log_in(user)
     return user
+
+
+def ensure_may_log_in(user: User) -> None:
+    """`account_disabled` for a disabled account: every way in (password, single sign-on)
+    asks this once it knows who is logging in."""
+    if user.disabled_at is not None:
+        emit("auth.login.failed", logging.WARNING, user_id=user.id, reason="disabled")
+        raise AccountError("account_disabled", DISABLED_DETAIL)
 
 
 # Email verification ----------------------------------------------------------------------
@@ -175,7 +225,12 @@ def send_verification(user: User) -> bool:
     """Mail a fresh verification link to an unverified user; False when sending failed."""
     if user.email_verified:
         return False
-    return mail.send_verification_email(user)
+    sent = mail.send_verification_email(user)
+    if sent:
+        # The pages tell someone who was never sent a link to ask for one.
+        user.verification_sent_at = utcnow()
+        db.session.commit()
+    return sent
 
 
 def resend_verification_to(email: str) -> None:
@@ -253,6 +308,7 @@ def start_refresh_family(user: User, *, via: str, method: str = "password") -> A
     """
     family_id = new_id("rtf")
     raw = _new_refresh_token(user, family_id)
+    user.last_login_at = utcnow()
     db.session.commit()
     emit(
         "auth.login.succeeded",
@@ -277,7 +333,7 @@ def rotate_refresh_token(raw: str | None) -> AccessGrant:
     if record.rotated_at is not None:
         _reuse_detected(record)
     user = db.session.get(User, record.user_id)
-    if user is None:
+    if user is None or user.disabled_at is not None:
         raise AccountError("refresh_invalid")
     claimed = db.session.execute(
         update(RefreshToken)
@@ -385,3 +441,69 @@ def reset_password(token: str, new_password: str) -> User:
     db.session.commit()
     emit("auth.password.reset", user_id=user.id)
     return user
+
+
+# Operators (`flask users …`) -----------------------------------------------------------
+
+
+def create_account(
+    email: str, password: str, *, verified: bool = False, send_link: bool = False
+) -> User:
+    """An operator's new account: the checks of registration, verified or not, and the
+    verification email only when asked (`send_link`)."""
+    email = normalise_email(email)
+    problem = email_problem(email)
+    if problem:
+        raise AccountError("invalid_email", problem)
+    check_new_password(password)
+    user = _add_user(email, password, verified=verified)
+    emit("auth.user.created", user_id=user.id, verified=verified)
+    if send_link:
+        send_verification(user)
+    return user
+
+
+def account_for(email: str) -> User:
+    """The account with that address, or `unknown_user`."""
+    user = find_user_by_email(email)
+    if user is None:
+        raise AccountError("unknown_user", f"No account uses {normalise_email(email)}.")
+    return user
+
+
+def list_accounts() -> list[User]:
+    return list(db.session.execute(db.select(User).order_by(User.created_at, User.email)).scalars())
+
+
+def set_password(user: User, password: str) -> None:
+    """An operator sets a password: like a reset, every login of the user ends (refresh
+    tokens are revoked; browser sessions were bound to the old password's hash)."""
+    check_new_password(password)
+    user.password_hash = hash_password(password)
+    revoke_all_refresh_tokens(user)
+    db.session.commit()
+    emit("auth.password.set", user_id=user.id)
+
+
+def disable_account(user: User) -> None:
+    """Refuse the user's logins from now on and end the ones they have."""
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+    revoke_all_refresh_tokens(user)
+    db.session.commit()
+    emit("auth.user.disabled", user_id=user.id)
+
+
+def enable_account(user: User) -> None:
+    user.disabled_at = None
+    db.session.commit()
+    emit("auth.user.enabled", user_id=user.id)
+
+
+def delete_account(user: User) -> None:
+    """Delete the user; their sessions and tokens go with them (ON DELETE CASCADE), and the
+    address may register again."""
+    user_id = user.id
+    db.session.delete(user)
+    db.session.commit()
+    emit("auth.user.deleted", user_id=user_id)

@@ -38,6 +38,7 @@ bp = Blueprint("auth_api", __name__, url_prefix="/api/auth")
 _ACCOUNT_PROBLEMS = {
     "email_taken": (409, "email_taken", "An account with this email address already exists."),
     "invalid_credentials": (401, "invalid_credentials", "The email or password is wrong."),
+    "account_disabled": (403, "account_disabled", accounts.DISABLED_DETAIL),
 }
 _TOKEN_DETAILS = {
     "token_expired": "This link has expired; ask for a new one.",

@@ -69,7 +69,7 @@ def _resolve_user() -> User | None:
     if token is not None:
         user_id = user_id_from_access_token(token)
         user = db.session.get(User, user_id) if user_id else None
-        if user is None:
+        if user is None or user.disabled_at is not None:
             raise authentication_required(
                 "The access token is invalid or expired.", 'Bearer error="invalid_token"'
             )

@@ -3,29 +3,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ..clock import isoformat
 from ..models import User
-from .accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, normalise_email
-
-EMAIL_MAX_LENGTH = 254
-# Deliberately loose: one @, no spaces or control characters (PostgreSQL refuses NUL), a dot
-# in the domain. The verification email is the real test of an address; this only catches
-# typos and junk.
-_EMAIL_SHAPE = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
-
-
-def email_problem(email: str) -> str | None:
-    """Why `email` (already normalised) is not an address, or None when it looks like one."""
-    if not email:
-        return "Enter your email address."
-    if len(email) > EMAIL_MAX_LENGTH or not _EMAIL_SHAPE.match(email):
-        return "Enter a valid email address."
-    return None
+from .accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, email_problem, normalise_email
 
 
 def _valid_email(value: str) -> str:

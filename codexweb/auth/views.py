@@ -14,14 +14,16 @@ from flask import (
     Response,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
     url_for,
 )
+from flask_limiter import RateLimitExceeded
 from markupsafe import escape
 
-from ..errors import is_htmx, toast_trigger
+from ..errors import is_htmx, rate_limit_refusal, render_problem, toast_trigger, wants_json
 from . import accounts
 from .accounts import AccountError
 from .cookies import (
@@ -84,6 +86,12 @@ def _log_in_browser(user, *, via: str, target: str) -> Response:
     return response
 
 
+def _form_status(form) -> int:
+    """422 for a form refused as invalid: it costs no attempt against the forgiving limits
+    (auth.limits), exactly like the API's 422."""
+    return 422 if form.errors else 200
+
+
 def _no_referrer(response: Response) -> Response:
     """Pages whose URL holds a token must not leak it to other sites through Referer."""
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -97,18 +105,23 @@ def _no_referrer(response: Response) -> Response:
 @password_login_required
 @register_limit
 def register():
+    if request.method == "GET" and current_request_user() is not None:
+        return redirect(AFTER_LOGIN)
     form = RegisterForm()
     if form.validate_on_submit():
         try:
             user = accounts.register_user(form.email.data, form.password.data)
         except AccountError:
             form.email.errors.append(EMAIL_TAKEN)
-        else:
-            flash(f"Account created. We sent a verification link to {user.email}.", "success")
-            return _log_in_browser(
-                user, via="register", target=url_for("auth_views.verify_pending")
-            )
-    return render_template("auth/register.html", form=form)
+            return _register_page(form, status=409)
+        flash(f"Account created. We sent a verification link to {user.email}.", "success")
+        return _log_in_browser(user, via="register", target=url_for("auth_views.verify_pending"))
+    return _register_page(form, status=_form_status(form))
+
+
+def _register_page(form: RegisterForm, *, status: int = 200, limited=None) -> Response:
+    page = render_template("auth/register.html", form=form, limited=limited)
+    return make_response(page, status)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -124,20 +137,27 @@ def login():
     if form.validate_on_submit():
         try:
             user = accounts.authenticate(form.email.data, form.password.data)
-        except AccountError:
-            error = INVALID_CREDENTIALS
+        except AccountError as refused:
+            error = refused.detail or INVALID_CREDENTIALS
         else:
             return _log_in_browser(user, via="page", target=target)
+    return _login_page(form, error=error)
+
+
+def _login_page(form: LoginForm, *, error: str | None = None, limited=None) -> Response:
     # Carry `next` through the form only when it is one we would honour.
+    target = _next_target()
     kept_next = target if target == request.args.get("next") else None
-    return render_template(
+    page = render_template(
         "auth/login.html",
         form=form,
         error=error,
         next=kept_next,
+        limited=limited,
         password_login=password_login_enabled(),
         sso_name=current_app.config["OIDC_NAME"] if sso_configured(current_app.config) else None,
     )
+    return make_response(page)
 
 
 @bp.route("/logout", methods=["GET", "POST"])
@@ -165,9 +185,14 @@ def logout():
 @bp.get("/verify-email")
 @require_user
 def verify_pending():
-    return render_template(
-        "auth/verify_pending.html", user=current_request_user(), form=ConfirmForm()
+    return _verify_pending_page()
+
+
+def _verify_pending_page(*, limited=None) -> Response:
+    page = render_template(
+        "auth/verify_pending.html", user=current_request_user(), form=ConfirmForm(), limited=limited
     )
+    return make_response(page)
 
 
 @bp.post("/verify-email/resend")
@@ -220,7 +245,12 @@ def forgot_password():
             "info",
         )
         return redirect(url_for("auth_views.login"))
-    return render_template("auth/forgot_password.html", form=form)
+    return _forgot_password_page(form, status=_form_status(form))
+
+
+def _forgot_password_page(form: EmailForm, *, status: int = 200, limited=None) -> Response:
+    page = render_template("auth/forgot_password.html", form=form, limited=limited)
+    return make_response(page, status)
 
 
 @bp.route("/reset-password/<token>", methods=["GET", "POST"])
@@ -243,9 +273,43 @@ def reset_password(token: str):
         response = redirect(url_for("auth_views.login"))
         clear_refresh_cookie(response)
         return _no_referrer(response)
-    return _no_referrer(Response(render_template("auth/reset_password.html", form=form)))
+    return _reset_password_page(form, status=_form_status(form))
+
+
+def _reset_password_page(form: ResetPasswordForm, *, status: int = 200, limited=None) -> Response:
+    page = render_template("auth/reset_password.html", form=form, limited=limited)
+    return _no_referrer(make_response(page, status))
 
 
 def _reset_link_failed(error: TokenError) -> Response:
     page = render_template("auth/reset_failed.html", expired=error.code == "token_expired")
     return _no_referrer(Response(page, status=400, mimetype="text/html"))
+
+
+# Rate limits -----------------------------------------------------------------------------
+
+# A limited page keeps its form and what was typed (a password field never shows its value),
+# with the refusal next to the form (CONTRACT.md §5).
+_LIMITED_PAGES = {
+    "auth_views.register": lambda limited: _register_page(RegisterForm(), limited=limited),
+    "auth_views.login": lambda limited: _login_page(LoginForm(), limited=limited),
+    "auth_views.resend_verification": lambda limited: _verify_pending_page(limited=limited),
+    "auth_views.forgot_password": lambda limited: _forgot_password_page(
+        EmailForm(), limited=limited
+    ),
+    "auth_views.reset_password": lambda limited: _reset_password_page(
+        ResetPasswordForm(), limited=limited
+    ),
+}
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(error: RateLimitExceeded) -> Response:
+    problem = rate_limit_refusal(error)
+    page = _LIMITED_PAGES.get(request.endpoint or "")
+    if page is None or is_htmx() or wants_json():
+        return render_problem(problem)
+    response = page({"message": problem.detail, "retry_after": problem.extra["retry_after"]})
+    response.status_code = 429
+    response.headers.update(problem.headers)
+    return response

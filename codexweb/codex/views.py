@@ -17,12 +17,14 @@ from flask import (
     Response,
     current_app,
     flash,
+    has_request_context,
     make_response,
     redirect,
     render_template,
     request,
     url_for,
 )
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +33,7 @@ from ..auth import accounts
 from ..auth.guards import current_request_user, require_user, require_verified
 from ..auth.limits import resend_limit
 from ..clock import isoformat
-from ..errors import Problem, is_htmx, toast_trigger
+from ..errors import Problem, is_htmx, rate_limit_refusal, render_problem, toast_trigger, wants_json
 from ..extensions import db
 from ..models import CodexSession, User
 from . import sessions
@@ -63,7 +65,10 @@ def navigation_context() -> dict[str, Any]:
 
 def logged_in_user() -> User | None:
     """Who the navigation greets. Error pages render the layout too, also when the database
-    is down: then the nav shows the logged-out links instead of failing the error page."""
+    is down: then the nav shows the logged-out links instead of failing the error page.
+    Outside a request (an email rendered by a CLI command) nobody is greeted."""
+    if not has_request_context():
+        return None
     try:
         return current_user._get_current_object() if current_user.is_authenticated else None
     except SQLAlchemyError:
@@ -231,6 +236,19 @@ def resend_verification():
     return render_view(
         "codex/chatkit.html", "partials/_verify_banner.html", **panel_context(user, resent=True)
     )
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(error: RateLimitExceeded) -> Response:
+    """The banner's resend, posted without JavaScript, keeps the page and says why; every
+    other limit (and htmx, which gets a toast) is rendered as usual."""
+    problem = rate_limit_refusal(error)
+    if request.endpoint != "codex_views.resend_verification" or is_htmx() or wants_json():
+        return render_problem(problem)
+    limited = {"message": problem.detail, "retry_after": problem.extra["retry_after"]}
+    response = render_panel(current_request_user(), status=429, limited=limited)
+    response.headers.update(problem.headers)
+    return response
 
 
 # /codex/sessions -------------------------------------------------------------------------

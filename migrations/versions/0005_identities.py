@@ -1,7 +1,7 @@
 """identities: accounts at an OpenID provider, linked to users by (issuer, subject)
 
 Revision ID: 0005_identities
-Revises: 0001
+Revises: 0004_accounts
 Create Date: 2026-11-30
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_identities"
-down_revision = "0001"
+down_revision = "0004_accounts"
 branch_labels = None
 depends_on = None
 
