@@ -49,12 +49,6 @@ def test_anonymous_visitors_are_sent_to_the_login_page_and_back(client):
     assert response.headers["Location"] == "/login?next=/codex/chatkit"
 
 
-def test_the_start_page_leads_to_chatkit(client):
-    response = client.get("/")
-    assert response.status_code == 302
-    assert response.headers["Location"] == "/codex/chatkit"
-
-
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -184,9 +178,11 @@ def test_starting_over_htmx_swaps_in_the_chatkit_area(app, browser, user):
     assert 'data-current-url="/api/codex/sessions/current"' in html
     assert 'data-refresh-url="/api/auth/refresh"' in html
     assert 'data-events-url="/api/codex/events"' in html
+    assert f'data-session-url="/api/codex/sessions/{session_id}"' in html
     assert ">Close session</button>" in html
-    assert "Token expires in" in html
-    assert "ChatKit not configured" in html
+    assert "Secure access renews automatically" in html
+    assert "<summary>Details</summary>" in html
+    assert "<h3>Conversation</h3>" in html
 
 
 def test_starting_without_javascript_redirects_to_the_session(app, browser, user):
@@ -342,7 +338,7 @@ def test_with_a_chatkit_script_the_component_is_mounted(app_factory, make_user):
     html = response.get_data(as_text=True)
     assert '<script src="https://cdn.example.com/chatkit/chatkit.js" async></script>' in html
     assert "<openai-chatkit data-chatkit-element></openai-chatkit>" in html
-    assert "ChatKit not configured" not in html
+    assert "data-conversation" not in html
     assert "https://cdn.example.com" in response.headers["Content-Security-Policy"]
 
 
@@ -364,12 +360,19 @@ def test_a_self_hosted_chatkit_server_is_handed_to_the_component(app_factory):
     )
 
 
-def test_without_a_chatkit_script_the_area_says_so(app, browser, user):
+def test_without_a_chatkit_script_the_area_speaks_to_people(app, browser, user):
     session_id = open_session(app, user)
     html = browser.get(f"/codex/chatkit/sessions/{session_id}").get_data(as_text=True)
-    assert "<h3>ChatKit not configured</h3>" in html
+    assert "<h3>Conversation</h3>" in html
+    assert f'href="/codex/sessions/{session_id}">the session\'s page</a>' in html
     assert "<openai-chatkit" not in html
     assert '<script src="https://' not in html
+    # No configuration keys or internal ids outside the "Details" disclosure.
+    visible = re.sub(r"<details.*?</details>", "", html, flags=re.S)
+    visible = re.sub(r"<[^>]+>", " ", visible)  # attributes (data-session-id …) are not copy
+    assert "CHATKIT_" not in visible and "not configured" not in visible
+    assert "cxs_" not in visible and "cks_" not in visible
+    assert "tokens issued this visit" not in html
 
 
 # Rate limits ------------------------------------------------------------------------------
