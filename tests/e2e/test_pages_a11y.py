@@ -183,6 +183,10 @@ def test_the_changed_pages_at_390_px(page: Page, serve, watch, steps, assert_no_
                 page.goto(server.url + path)
             assert no_sideways_scroll(page) == 0, f"{name} scrolls sideways"
             assert_no_axe_violations(page, f"{name} at 390 px")
+            # The dark scheme has its own colours: they must pass too.
+            page.emulate_media(color_scheme="dark", reduced_motion="reduce")  # no fades
+            assert_no_axe_violations(page, f"{name} at 390 px, dark")
+            page.emulate_media(color_scheme="light")
 
 
 def tab_to(page: Page, target, presses: int = 30) -> None:
