@@ -51,6 +51,8 @@ def log_in(page: Page, server: Server, address: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(server.url + "/codex/chatkit")
+    # htmx wires the forms at DOMContentLoaded: a click before that is a plain form post.
+    page.wait_for_load_state()
 
 
 def token_status(page: Page):
