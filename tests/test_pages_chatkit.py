@@ -432,3 +432,13 @@ def test_the_start_form_offers_only_placements_an_agent_may_use(app_factory):
     page = Browser(app.test_client(), owner).get("/codex/chatkit").get_data(as_text=True)
     assert '<option value="dashboard"' in page
     assert 'value="ops"' not in page
+
+
+def test_without_javascript_the_area_says_what_it_needs_instead_of_waiting(app, browser, user):
+    session_id = open_session(app, user)
+    html = browser.get(f"/codex/chatkit/sessions/{session_id}").get_data(as_text=True)
+    assert "<h3>The live conversation needs JavaScript</h3>" in html
+    assert f'<a href="/codex/sessions/{session_id}">read this session\'s transcript</a>' in html
+    # The live parts stay hidden until static/token_keeper.js runs and shows them.
+    assert '<div class="token-status" data-token-status data-state="loading" hidden>' in html
+    assert "Fetching a ChatKit token" not in html
