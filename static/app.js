@@ -1,29 +1,19 @@
-/* codexweb: the one script of the pages (no framework, no inline scripts).
+/* codexweb: the script of every page (no framework, no inline scripts).
  *
- * - every htmx request carries the CSRF token from <meta name="csrf-token">;
  * - toasts in the #toasts live region: server toasts (HX-Trigger "codexweb:toast", e.g. the
  *   429 "Codex is busy, please retry in N seconds"), network errors and 5xx answers;
- * - focus moves to the new panel's heading after a swap (keyboard and screen-reader users);
+ * - when a swap removed the focused control (a row's Close), focus goes to its replacement
+ *   (a new panel's heading takes focus through `autofocus`, which htmx honours);
  * - <time data-localize> is shown in the reader's own time zone;
- * - the ChatKit area keeps a ChatKit token fresh: countdown, refresh at ~80 % of its lifetime,
- *   and recovery (404 → /current, 401 → refresh the login once, 429 → wait Retry-After).
+ * - tabs of this browser tell each other about sessions (codexweb.tabs): a session closed
+ *   here is announced, so the ChatKit area of another tab (static/token_keeper.js) ends at once.
+ * The CSRF header of htmx requests comes from hx-headers on <body>.
  */
 (function () {
   "use strict";
 
   var TOAST_LIMIT = 4;
   var TOAST_TTL_MS = { success: 6000, info: 8000, warning: 12000, error: 15000 };
-
-  // CSRF -----------------------------------------------------------------------------------
-
-  function csrfToken() {
-    var meta = document.querySelector('meta[name="csrf-token"]');
-    return meta ? meta.getAttribute("content") : "";
-  }
-
-  document.addEventListener("htmx:configRequest", function (event) {
-    event.detail.headers["X-CSRFToken"] = csrfToken();
-  });
 
   // Toasts ---------------------------------------------------------------------------------
 
@@ -113,16 +103,11 @@
 
   // Swaps: focus and local times -------------------------------------------------------------
 
-  /* Keyboard and screen-reader users stay oriented: a new panel takes focus on its heading;
-   * when the focused control was swapped away (a row's Close), focus goes to its replacement. */
+  /* Keyboard and screen-reader users stay oriented: when the focused control was swapped
+   * away (a row's Close), focus goes to its replacement rather than to the page body. */
   document.addEventListener("htmx:afterSettle", function (event) {
     var target = event.detail.target;
     if (!target) return;
-    if (target.id === "codex-panel") {
-      var heading = target.querySelector("[data-focus-after-swap]");
-      if (heading) heading.focus();
-      return;
-    }
     var active = document.activeElement;
     if (active && active !== document.body && active.isConnected) return;
     var replacement = target.id ? document.getElementById(target.id) : null;
@@ -150,388 +135,82 @@
     });
   }
 
-  // ChatKit token keeper ---------------------------------------------------------------------
+  // Tabs of this browser ------------------------------------------------------------------
 
-  var REFRESH_AT = 0.8; // of the token's lifetime
-  var MIN_REFRESH_MS = 1000;
-  var RETRY_BACKOFF_MS = [2000, 5000, 15000, 30000];
+  /* One message bus between the tabs of this origin: BroadcastChannel, or where a browser
+   * lacks it, the storage event (a message written and removed at once: the other tabs see
+   * the write, nothing stays behind). A tab does not hear its own messages. */
+  var TAB_CHANNEL = "codexweb-tabs";
+  var tabListeners = [];
 
-  function formatRemaining(ms) {
-    if (ms <= 0) return "0:00";
-    var total = Math.ceil(ms / 1000);
-    var hours = Math.floor(total / 3600);
-    var minutes = Math.floor((total % 3600) / 60);
-    var seconds = total % 60;
-    var mmss = (hours ? String(minutes).padStart(2, "0") : String(minutes)) + ":" +
-      String(seconds).padStart(2, "0");
-    return hours ? hours + ":" + mmss : mmss;
-  }
-
-  function retryAfterSeconds(response, body) {
-    var header = parseInt(response.headers.get("Retry-After"), 10);
-    if (!isNaN(header) && header > 0) return header;
-    if (body && body.retry_after > 0) return body.retry_after;
-    return 30;
-  }
-
-  function readJson(response) {
-    return response.json().catch(function () {
-      return null;
+  function deliver(message) {
+    if (!message || typeof message !== "object") return;
+    tabListeners.slice().forEach(function (listener) {
+      listener(message);
     });
   }
 
-  function TokenKeeper(area) {
-    this.area = area;
-    this.sessionId = area.dataset.sessionId;
-    this.bearer = null; // set only if the login session lapsed and /api/auth/refresh helped
-    this.token = null;
-    this.expiresAt = 0; // performance.now() at which the token expires
-    this.timer = null;
-    this.ticker = null;
-    this.failures = 0;
-    this.issued = 0;
-    this.stopped = false;
-    this.pending = null;
-    this.el = function (name) {
-      return area.querySelector("[data-" + name + "]");
+  var broadcast = null;
+  if (window.BroadcastChannel) {
+    broadcast = new BroadcastChannel(TAB_CHANNEL);
+    broadcast.onmessage = function (event) {
+      deliver(event.data);
     };
+  } else {
+    window.addEventListener("storage", function (event) {
+      if (event.key !== TAB_CHANNEL || !event.newValue) return;
+      try {
+        deliver(JSON.parse(event.newValue));
+      } catch (error) {
+        // Not one of ours.
+      }
+    });
   }
 
-  TokenKeeper.prototype.start = function () {
-    var keeper = this;
-    this.ticker = window.setInterval(function () {
-      keeper.tick();
-    }, 1000);
-    this.onVisible = function () {
-      // A laptop woke up after the token expired: do not wait for the (throttled) timer.
-      if (document.visibilityState === "visible" && keeper.remaining() <= 0) keeper.fetchToken();
-    };
-    document.addEventListener("visibilitychange", this.onVisible);
-    this.report("chatkit.opened", { chatkit: this.el("chatkit-element") ? "mounted" : "absent" });
-    this.mountChatKit();
-    this.fetchToken();
-  };
-
-  TokenKeeper.prototype.stop = function () {
-    this.stopped = true;
-    window.clearInterval(this.ticker);
-    window.clearTimeout(this.timer);
-    document.removeEventListener("visibilitychange", this.onVisible);
-  };
-
-  TokenKeeper.prototype.remaining = function () {
-    return this.token ? this.expiresAt - performance.now() : 0;
-  };
-
-  TokenKeeper.prototype.tick = function () {
-    if (!this.area.isConnected) {
-      this.stop(); // the panel was swapped away (closed, another session resumed)
-      this.report("chatkit.closed", { tokens_issued: this.issued });
-      return;
-    }
-    var countdown = this.el("countdown");
-    if (!countdown || !this.token) return;
-    var remaining = this.remaining();
-    countdown.textContent = formatRemaining(remaining);
-    countdown.classList.toggle("countdown-low", remaining < 60000);
-    if (remaining <= 0 && this.area.dataset.state === "live") {
-      this.setState("expired", "The ChatKit token expired; fetching a new one…");
-    }
-  };
-
-  TokenKeeper.prototype.setState = function (state, message) {
-    this.area.dataset.state = state;
-    var status = this.el("token-status");
-    if (status) status.dataset.state = state;
-    var text = this.el("token-state");
-    if (text && text.textContent !== message) text.textContent = message;
-  };
-
-  TokenKeeper.prototype.schedule = function (delayMs) {
-    var keeper = this;
-    window.clearTimeout(this.timer);
-    // Never a tight loop, whatever a clock or a response says.
-    var delay = isFinite(delayMs) ? Math.max(MIN_REFRESH_MS, delayMs) : RETRY_BACKOFF_MS[0];
-    this.timer = window.setTimeout(function () {
-      keeper.fetchToken();
-    }, delay);
-  };
-
-  TokenKeeper.prototype.request = function (url, options) {
-    options = options || {};
-    var headers = { Accept: "application/json" };
-    if (this.bearer) headers.Authorization = "Bearer " + this.bearer;
-    if (options.method && options.method !== "GET") headers["X-CSRFToken"] = csrfToken();
-    return fetch(url, {
-      method: options.method || "GET",
-      headers: headers,
-      credentials: "same-origin",
-      cache: "no-store",
-    });
-  };
-
-  /* Lifecycle analytics (POST /api/codex/events): best effort, never in the user's way. */
-  TokenKeeper.prototype.report = function (event, properties) {
-    var url = this.area.dataset.eventsUrl;
-    if (!url) return;
-    var headers = { "Content-Type": "application/json", "X-CSRFToken": csrfToken() };
-    if (this.bearer) headers.Authorization = "Bearer " + this.bearer;
-    fetch(url, {
-      method: "POST",
-      headers: headers,
-      credentials: "same-origin",
-      keepalive: true,
-      body: JSON.stringify({
-        event: event,
-        session_id: this.sessionId,
-        properties: properties || {},
-      }),
-    }).catch(function () {});
-  };
-
-  /* Fetch a token; resolves to the token string, or null while recovering. Concurrent
-   * callers (the timer, ChatKit's getClientSecret) share one request. */
-  TokenKeeper.prototype.fetchToken = function () {
-    if (this.stopped) return Promise.resolve(null);
-    if (!this.pending) {
-      var keeper = this;
-      this.pending = this.fetchTokenOnce(false).then(
-        function (token) {
-          keeper.pending = null;
-          return token;
-        },
-        function () {
-          keeper.pending = null;
-          return null;
-        }
-      );
-    }
-    return this.pending;
-  };
-
-  TokenKeeper.prototype.fetchTokenOnce = function (afterLoginRefresh) {
-    var keeper = this;
-    var url = this.area.dataset.tokenUrl + "?session_id=" + encodeURIComponent(this.sessionId);
-    return this.request(url).then(
-      function (response) {
-        if (keeper.stopped) return null;
-        if (response.ok) return keeper.accept(response);
-        keeper.report("chatkit.token.failed", { status: response.status });
-        if (response.status === 404) return keeper.recover();
-        if (response.status === 401 && !afterLoginRefresh) {
-          return keeper.refreshLogin().then(function (refreshed) {
-            return refreshed ? keeper.fetchTokenOnce(true) : keeper.toLogin();
-          });
-        }
-        if (response.status === 401) return keeper.toLogin();
-        if (response.status === 403) return keeper.reloadPanel();
-        if (response.status === 429) return keeper.backOffRateLimited(response);
-        return keeper.retryLater("Codex had a problem (HTTP " + response.status + ").");
-      },
-      function () {
-        keeper.report("chatkit.token.failed", { status: 0 });
-        return keeper.retryLater("Could not reach codexweb.");
+  var tabs = {
+    post: function (message) {
+      if (broadcast) {
+        broadcast.postMessage(message);
+        return;
       }
-    );
-  };
-
-  TokenKeeper.prototype.accept = function (response) {
-    var keeper = this;
-    var serverNow = Date.parse(response.headers.get("Date") || "") || Date.now();
-    return response.json().then(function (body) {
-      var lifetime = Date.parse(body.expires_at) - serverNow;
-      keeper.token = body.token;
-      keeper.expiresAt = performance.now() + lifetime;
-      keeper.failures = 0;
-      keeper.issued += 1;
-      if (keeper.issued > 1) keeper.report("chatkit.token.refreshed", { tokens_issued: keeper.issued });
-      keeper.area.dataset.tokensIssued = String(keeper.issued);
-      keeper.el("token-count").textContent = String(keeper.issued);
-      keeper.el("chatkit-session").textContent = body.chatkit_session_id || "—";
-      keeper.el("token-expires").textContent =
-        "at " + (timeFormat ? timeFormat.format(new Date(body.expires_at)) : body.expires_at);
-      keeper.setState("live", "ChatKit token ready.");
-      keeper.tick();
-      keeper.schedule(lifetime * REFRESH_AT);
-      return body.token;
-    });
-  };
-
-  /* 404: the session ended or is not ours. Ask /current for this agent and placement:
-   * re-attach to an active one, or put the start form back. */
-  TokenKeeper.prototype.recover = function () {
-    var keeper = this;
-    var data = this.area.dataset;
-    var url = data.currentUrl + "?placement=" + encodeURIComponent(data.placement) +
-      "&agent_id=" + encodeURIComponent(data.agentId);
-    this.setState("recovering", "The session is no longer active; looking for your current one…");
-    return this.request(url).then(
-      function (response) {
-        if (keeper.stopped) return null;
-        if (response.ok) {
-          return readJson(response).then(function (session) {
-            if (session && session.session_id && session.session_id !== keeper.sessionId) {
-              showToast("Reconnected to your current session.", "info");
-              return keeper.reloadPanel(data.resumeUrl.replace("SESSION_ID", session.session_id));
-            }
-            return keeper.offerNewSession();
-          });
-        }
-        if (response.status === 404) return keeper.offerNewSession();
-        if (response.status === 401) return keeper.toLogin();
-        if (response.status === 429) return keeper.backOffRateLimited(response);
-        return keeper.retryLater("Codex had a problem (HTTP " + response.status + ").");
-      },
-      function () {
-        return keeper.retryLater("Could not reach codexweb.");
+      try {
+        // A nonce makes every message a change, even the same one twice.
+        var stamped = Object.assign({ nonce: Math.random() }, message);
+        window.localStorage.setItem(TAB_CHANNEL, JSON.stringify(stamped));
+        window.localStorage.removeItem(TAB_CHANNEL);
+      } catch (error) {
+        // Storage refused (private mode, quota): the tabs find out by polling instead.
       }
-    );
-  };
-
-  TokenKeeper.prototype.offerNewSession = function () {
-    showToast("Your Codex session has ended. Start a new one to continue.", "info");
-    return this.reloadPanel();
-  };
-
-  TokenKeeper.prototype.reloadPanel = function (url) {
-    this.stop();
-    if (window.htmx) {
-      return window.htmx
-        .ajax("GET", url || this.area.dataset.panelUrl, { target: "#codex-panel" })
-        .then(function () {
-          return null;
+    },
+    listen: function (listener) {
+      tabListeners.push(listener);
+      return function () {
+        tabListeners = tabListeners.filter(function (other) {
+          return other !== listener;
         });
-    }
-    window.location.assign(url || this.area.dataset.panelUrl);
-    return Promise.resolve(null);
+      };
+    },
   };
 
-  /* 401: the login session lapsed. The refresh cookie may still hold: it answers with an
-   * access token, which this page then sends as Bearer. */
-  TokenKeeper.prototype.refreshLogin = function () {
-    var keeper = this;
-    return this.request(this.area.dataset.refreshUrl, { method: "POST" }).then(
-      function (response) {
-        if (!response.ok) return false;
-        return readJson(response).then(function (body) {
-          if (!body || !body.access_token) return false;
-          keeper.bearer = body.access_token;
-          return true;
-        });
-      },
-      function () {
-        return false;
-      }
-    );
-  };
-
-  TokenKeeper.prototype.toLogin = function () {
-    this.stop();
-    showToast("Your login has expired. Please log in again.", "warning");
-    window.location.assign(this.area.dataset.loginUrl);
-    return null;
-  };
-
-  TokenKeeper.prototype.backOffRateLimited = function (response) {
-    var keeper = this;
-    return readJson(response).then(function (body) {
-      var seconds = retryAfterSeconds(response, body);
-      showToast("Codex is busy, please retry in " + seconds + " seconds", "warning");
-      keeper.setState("waiting", "Codex is busy; trying again in " + seconds + " seconds.");
-      keeper.schedule(seconds * 1000);
-      return null;
-    });
-  };
-
-  TokenKeeper.prototype.retryLater = function (reason) {
-    var delay = RETRY_BACKOFF_MS[Math.min(this.failures, RETRY_BACKOFF_MS.length - 1)];
-    this.failures += 1;
-    var seconds = Math.round(delay / 1000);
-    var message = reason + " Retrying in " + seconds + " seconds.";
-    if (this.failures === 1 || this.failures % 5 === 0) showToast(message, "error");
-    this.setState("waiting", message);
-    this.schedule(delay);
-    return null;
-  };
-
-  /* A token with some life left, fetching a fresh one when needed (for ChatKit). */
-  TokenKeeper.prototype.usableToken = function (forceFresh) {
-    if (!forceFresh && this.token && this.remaining() > 30000) return Promise.resolve(this.token);
-    return this.fetchToken().then(function (token) {
-      if (!token) throw new Error("No ChatKit token available");
-      return token;
-    });
-  };
-
-  /* With CHATKIT_SCRIPT_URL the page carries <openai-chatkit>: hand it our tokens. Hosted
-   * ChatKit asks for a client secret; a self-hosted ChatKit server (data-api-url) gets every
-   * request with the token as Bearer, and a 401 from it (token expired mid-chat) is retried
-   * once with a fresh token. */
-  TokenKeeper.prototype.mountChatKit = function () {
-    var element = this.el("chatkit-element");
-    if (!element || !window.customElements) return;
-    var keeper = this;
-    window.customElements.whenDefined("openai-chatkit").then(function () {
-      if (keeper.stopped) return;
-      var api;
-      if (element.dataset.apiUrl) {
-        api = {
-          url: element.dataset.apiUrl,
-          domainKey: element.dataset.domainKey,
-          fetch: function (input, init) {
-            return keeper.chatkitFetch(input, init, false);
-          },
-        };
-      } else {
-        api = {
-          getClientSecret: function (current) {
-            // A first call may reuse a fresh token; a call with one means "that one expired".
-            return keeper.usableToken(!!current);
-          },
-        };
-      }
-      element.setOptions({ api: api });
-      keeper.report("chatkit.ready", { api: element.dataset.apiUrl ? "custom" : "hosted" });
-    });
-  };
-
-  TokenKeeper.prototype.chatkitFetch = function (input, init, isRetry) {
-    var keeper = this;
-    return this.usableToken(isRetry).then(function (token) {
-      var headers = new Headers((init && init.headers) || {});
-      headers.set("Authorization", "Bearer " + token);
-      var options = Object.assign({}, init || {}, { headers: headers });
-      return fetch(input, options).then(function (response) {
-        if (response.status === 401 && !isRetry) return keeper.chatkitFetch(input, init, true);
-        return response;
-      });
-    });
-  };
-
-  function startTokenKeepers(root) {
-    if (!root.querySelectorAll) return;
-    var areas = root.matches && root.matches("[data-chatkit-area]") ? [root] : [];
-    areas = areas.concat(Array.prototype.slice.call(root.querySelectorAll("[data-chatkit-area]")));
-    areas.forEach(function (area) {
-      if (area.codexwebKeeper) return;
-      area.codexwebKeeper = new TokenKeeper(area);
-      area.codexwebKeeper.start();
-    });
-  }
+  /* A Close button (ChatKit panel or sessions list) that worked: tell the other tabs. */
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    var sessionId = form && form.dataset && form.dataset.closesSession;
+    if (sessionId && event.detail.successful) tabs.post({ type: "ended", sessionId: sessionId });
+  });
 
   // Start-up: htmx.onLoad runs for the page and for every swapped-in fragment.
-  function onContent(root) {
-    localizeTimes(root);
-    startTokenKeepers(root);
-  }
-
   if (window.htmx) {
-    window.htmx.onLoad(onContent);
+    window.htmx.onLoad(localizeTimes);
   } else {
     document.addEventListener("DOMContentLoaded", function () {
-      onContent(document.body);
+      localizeTimes(document.body);
     });
   }
 
-  window.codexweb = { showToast: showToast };
+  function formatTime(moment) {
+    return timeFormat ? timeFormat.format(moment) : moment.toISOString();
+  }
+
+  window.codexweb = { showToast: showToast, tabs: tabs, formatTime: formatTime };
 })();

@@ -113,3 +113,21 @@ def test_the_error_page_renders_even_when_the_database_is_down(app, client, user
     assert "The service is temporarily unavailable" in html
     assert ">Log in</a>" in html  # the nav could not tell who is logged in
     assert "connection refused" not in html
+
+
+def test_htmx_sends_the_csrf_token_from_hx_headers(app):
+    html = render_layout(app)
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)">', html).group(1)
+    headers = re.search(r"<body hx-headers='([^']+)'>", html).group(1)
+    assert json.loads(headers) == {"X-CSRFToken": token}
+
+
+def test_the_token_keeper_is_loaded_only_by_the_chatkit_page(app, user, client):
+    from .pages_support import Browser
+
+    browser = Browser(client, user)
+    keeper = '<script src="/static/token_keeper.js" defer></script>'
+    assert keeper in browser.get("/codex/chatkit").get_data(as_text=True)
+    assert keeper not in browser.get("/codex/sessions").get_data(as_text=True)
+    assert keeper not in render_layout(app, user)
+    assert "TokenKeeper" not in (STATIC / "app.js").read_text()

@@ -80,6 +80,7 @@ def test_history_is_paginated(app, browser, user, frozen_clock):
     first = browser.get("/codex/sessions").get_data(as_text=True)
     assert rows(first) == list(reversed(ids))[:20]
     older = re.search(r'hx-get="(/codex/sessions\?cursor=[^"]+)"', first).group(1)
+    assert 'hx-swap="innerHTML show:#sessions-list:top"' in first
     assert 'hx-push-url="true"' in first
     assert "Newest sessions" not in first
 
@@ -141,7 +142,7 @@ def test_htmx_gets_the_list_partial(app, browser, user):
     response = browser.hx_get("/codex/sessions", current="/codex/sessions")
     html = response.get_data(as_text=True)
     assert not is_full_page(html)
-    assert '<table class="sessions-table">' in html
+    assert '<table class="sessions-table" tabindex="-1" autofocus>' in html
     assert "HX-Request" in response.headers["Vary"]
 
 

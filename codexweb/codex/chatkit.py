@@ -29,7 +29,7 @@ from flask import Flask, current_app, has_request_context, request
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..clock import isoformat, utcnow
@@ -344,6 +344,16 @@ def list_chatkit_sessions(
     rows = db.session.execute(query).all()
     records, next_cursor = page_with_cursor([row[0] for row in rows], limit)
     return [(row[0], row[1]) for row in rows[: len(records)]], next_cursor
+
+
+def tokens_issued(session: CodexSession) -> int:
+    """Every ChatKit token minted for a Codex session, over all its ChatKit sessions."""
+    total = db.session.scalar(
+        select(func.coalesce(func.sum(ChatKitSession.tokens_issued), 0)).where(
+            ChatKitSession.codex_session_id == session.id
+        )
+    )
+    return int(total)
 
 
 def chatkit_session_json(record: ChatKitSession, session: CodexSession) -> dict[str, Any]:

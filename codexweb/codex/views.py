@@ -1,4 +1,5 @@
-"""Codex pages and their HTMX partials: `/codex/chatkit` and `/codex/sessions`.
+"""Codex pages and their HTMX partials: the landing page, `/codex/chatkit`, `/codex/sessions`
+and each session's own page.
 
 One view, two renderings: the same URL answers the full page, or for an `HX-Request` only
 the partial that changes. Every rule (one active session, expiry, ownership, validation) is
@@ -36,12 +37,15 @@ from ..clock import isoformat
 from ..errors import Problem, is_htmx, rate_limit_refusal, render_problem, toast_trigger, wants_json
 from ..extensions import db
 from ..models import CodexSession, User
+from . import chatkit as chatkit_tokens
 from . import sessions
 from .limits import session_create_limit
 
 bp = Blueprint("codex_views", __name__)
 
 SESSIONS_PER_PAGE = 20
+# The history's status filter: (value, label); "" is every session.
+STATUS_CHOICES = (("", "All"), ("active", "Active"), ("closed", "Closed"), ("expired", "Expired"))
 
 
 # Rendering helpers -----------------------------------------------------------------------
@@ -60,7 +64,9 @@ def with_toast(response: Response, message: str, level: str = "success") -> Resp
 
 @bp.app_context_processor
 def navigation_context() -> dict[str, Any]:
-    return {"nav_user": logged_in_user()}
+    # `swapped`: this render is an HTMX partial, so its heading takes focus (`autofocus`,
+    # which htmx honours after a swap); a full page load leaves focus to the reader.
+    return {"nav_user": logged_in_user(), "swapped": has_request_context() and is_htmx()}
 
 
 def logged_in_user() -> User | None:
@@ -77,10 +83,13 @@ def logged_in_user() -> User | None:
 
 
 @bp.app_template_filter("timestamp")
-def timestamp(moment: datetime | None) -> Markup:
-    """`<time>` in UTC; static/app.js rewrites the text into the reader's local time."""
+def timestamp(moment: datetime | str | None) -> Markup:
+    """`<time>` in UTC; static/app.js rewrites the text into the reader's local time.
+    Accepts the API's ISO 8601 strings too (transcript items)."""
     if moment is None:
         return Markup('<span class="muted">—</span>')
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     text = moment.strftime("%d %b %Y, %H:%M UTC")
     return Markup('<time datetime="{}" data-localize>{}</time>').format(isoformat(moment), text)
 
@@ -151,6 +160,14 @@ def render_panel(user: User, *, status: int = 200, **extra: Any) -> Response:
 
 @bp.get("/")
 def index():
+    """Anonymous visitors meet a landing page; anyone logged in goes straight to work."""
+    if logged_in_user() is None:
+        return render_template("landing.html")
+    return redirect(url_for("codex_views.chatkit"))
+
+
+@bp.get("/codex")
+def codex_home():
     return redirect(url_for("codex_views.chatkit"))
 
 
@@ -258,16 +275,56 @@ def _rate_limited(error: RateLimitExceeded) -> Response:
 @require_user
 def session_history():
     user = current_request_user()
-    context: dict[str, Any] = {"user": user, "rows": [], "next_cursor": None}
+    status = status_filter()
+    context: dict[str, Any] = {
+        "user": user,
+        "rows": [],
+        "next_cursor": None,
+        "shown_status": status,  # not `status`: render_view takes that as the HTTP status
+        "statuses": STATUS_CHOICES,
+        # Paging keeps the filter; no filter adds nothing to the URL.
+        "filter_args": {"status": status} if status else {},
+    }
     cursor = request.args.get("cursor") or None
     if user.email_verified:
-        found, next_cursor = sessions.list_sessions(user, limit=SESSIONS_PER_PAGE, cursor=cursor)
+        found, next_cursor = sessions.list_sessions(
+            user, status=status, limit=SESSIONS_PER_PAGE, cursor=cursor
+        )
         context.update(
             rows=[session_view(session) for session in found],
             next_cursor=next_cursor,
             paged=cursor is not None,
         )
     return render_view("codex/sessions.html", "partials/_sessions_list.html", **context)
+
+
+def status_filter() -> str | None:
+    """`?status=` of the history: a known status, or none (every session). An unknown value
+    (an old bookmark, a hand-edited URL) shows everything rather than an error page."""
+    status = request.args.get("status") or None
+    return status if status in sessions.STATUSES else None
+
+
+@bp.get("/codex/sessions/<session_id>")
+@require_verified
+def session_page(session_id: str):
+    """One session: its details and its transcript. Someone else's is a 404."""
+    user = current_request_user()
+    session = sessions.get_owned_session(user, session_id)
+    return render_template(
+        "codex/session.html",
+        user=user,
+        session=session_view(session),
+        tokens_issued=chatkit_tokens.tokens_issued(session),
+        transcript=empty_transcript(session),
+    )
+
+
+def empty_transcript(session: CodexSession) -> dict[str, Any]:
+    """What partials/_transcript.html renders: the page of messages, oldest first, and the
+    cursor of the next one. The conversation store is not part of this app yet, so every
+    session's transcript is empty; the runtime's `transcript_page` takes this place."""
+    return {"session_id": session.id, "thread_id": None, "items": [], "next_cursor": None}
 
 
 @bp.post("/codex/sessions/<session_id>/close")

@@ -7,6 +7,8 @@ gunicorn on loopback (tests.servers.serve_gunicorn).
   the ones a test declares it provokes (`watch.expect(...)`, e.g. the 429 it triggers).
 - `steps` screenshots every step; when the test fails they are kept, one PNG per step, in
   pytest-playwright's output folder (`test-results/<test id>/`).
+- `assert_no_axe_violations(page)` runs axe-core (npm, tests/node) against the page's current
+  state with the WCAG 2.1 A/AA rules; the page must allow the injected script (`bypass_csp`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import email
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from email import policy
@@ -25,7 +28,7 @@ from playwright.sync_api import BrowserContext, ConsoleMessage, Page
 from playwright.sync_api import Error as PlaywrightError
 
 from ..conftest import require
-from ..servers import Server, serve_gunicorn
+from ..servers import REPO, Server, serve_gunicorn
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -204,3 +207,57 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
     return report
+
+
+# Accessibility --------------------------------------------------------------------------------
+
+NODE_TOOLS = REPO / "tests" / "node"
+AXE_SCRIPT = NODE_TOOLS / "node_modules" / "axe-core" / "axe.min.js"
+WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """axe-core from tests/node (package-lock.json pins it); installed with npm when missing."""
+    if not AXE_SCRIPT.exists() and shutil.which("npm"):
+        subprocess.run(
+            ["npm", "ci", "--prefix", str(NODE_TOOLS), "--no-audit", "--no-fund", "--quiet"],
+            check=False,
+            capture_output=True,
+        )
+    if not AXE_SCRIPT.exists():
+        require("CODEXWEB_REQUIRE_BROWSER", f"axe-core is not installed in {NODE_TOOLS}")
+    return AXE_SCRIPT
+
+
+@pytest.fixture
+def assert_no_axe_violations(axe_script: Path) -> Callable[..., None]:
+    """`assert_no_axe_violations(page, "what is shown")`: no WCAG 2.1 AA violation right now."""
+
+    def check(page: Page, state: str = "") -> None:
+        if not page.evaluate("() => typeof window.axe === 'object'"):
+            page.add_script_tag(path=str(axe_script))
+        assert page.evaluate("() => typeof window.axe === 'object'"), (
+            "axe-core did not load: the page's CSP blocks it (use bypass_csp in the context)"
+        )
+        violations = page.evaluate(
+            """async (tags) => {
+                const result = await axe.run(document, {runOnly: {type: "tag", values: tags}});
+                return result.violations.map((violation) => ({
+                    id: violation.id,
+                    impact: violation.impact,
+                    help: violation.help,
+                    nodes: violation.nodes.map(
+                        (node) => node.target.join(" ") + ": " + node.failureSummary
+                    ),
+                }));
+            }""",
+            WCAG_21_AA,
+        )
+        report = "\n".join(
+            f"- {v['id']} ({v['impact']}): {v['help']}\n    " + "\n    ".join(v["nodes"])
+            for v in violations
+        )
+        assert not violations, f"axe-core violations on {state or page.url}:\n{report}"
+
+    return check
