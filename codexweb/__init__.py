@@ -51,9 +51,9 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     ratelimit_storage.init_app(app)
 
-    from .auth.accounts import load_user
+    from .auth.logins import load_session_user
 
-    login_manager.user_loader(load_user)
+    login_manager.user_loader(load_session_user)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PASSWORD_RESET_MAX_AGE": 3600,
         "ACCESS_TOKEN_TTL": 900,
         "REFRESH_TOKEN_TTL": 1209600,
+        # Logins (codexweb/auth/logins.py): a "Remember me" browser login lasts this many days;
+        # a refresh token rotated less than REFRESH_REUSE_GRACE seconds ago may be presented
+        # once more (two tabs refreshing at once); later it counts as stolen.
+        "REMEMBER_ME_DAYS": 30,
+        "REFRESH_REUSE_GRACE": 30,
         # Codex sessions
         "CODEX_SESSION_IDLE_TTL": 1800,
         "CODEX_SESSION_MAX_AGE": 43200,
@@ -237,6 +243,8 @@ def _resolve_derived(app: Flask) -> None:
     config["COOKIE_SECURE"] = bool(secure)
     config["SESSION_COOKIE_SECURE"] = config["COOKIE_SECURE"]
     config["REMEMBER_COOKIE_SECURE"] = config["COOKIE_SECURE"]
+    # Only remembered browser logins make their session cookie permanent (outlive the browser).
+    config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=int(config["REMEMBER_ME_DAYS"]))
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
     # CSRF is enforced by our own rule (codexweb.auth.guards.enforce_csrf), not on every POST.

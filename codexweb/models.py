@@ -126,3 +126,25 @@ class ChatKitSession(db.Model):
     tokens_issued: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # A hosted session whose upstream cancel failed: the purge command tries again.
     cancel_pending: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
+
+
+class Login(db.Model):
+    """One way in for one user: a browser login session or an API login.
+
+    Its refresh tokens are the family whose `family_id` is this id; its access tokens carry
+    this id; a browser's session cookie carries it too. Ending the login (`ended_at`) ends all
+    of them at once, on every host, because each request checks the row.
+    """
+
+    __tablename__ = "logins"
+    __table_args__ = (Index("ix_logins_user_live", "user_id", "ended_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("lgn"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    remember: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

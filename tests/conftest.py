@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from codexweb import clock, create_app
 from codexweb.auth.accounts import create_user
+from codexweb.auth.logins import LOGIN_SESSION_KEY, start_login
 from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
 from codexweb.logging import EVENTS_LOGGER
@@ -194,11 +195,28 @@ def make_user(app) -> Callable[..., User]:
     return make
 
 
+def access_token_for(user_id: str) -> str:
+    """An access token of a fresh API login of `user_id` (inside an app context)."""
+    user = db.session.get(User, user_id)
+    login = start_login(user, "api", user_agent="pytest")
+    db.session.commit()
+    return issue_access_token(user_id, login.id)
+
+
+def browser_session_for(user_id: str) -> dict[str, Any]:
+    """What a browser's session cookie holds after logging in on the pages (inside an app
+    context): a live browser login of `user_id` and flask-login's keys."""
+    user = db.session.get(User, user_id)
+    login = start_login(user, "browser", user_agent="pytest")
+    db.session.commit()
+    return {"_user_id": user_id, "_fresh": True, LOGIN_SESSION_KEY: login.id}
+
+
 @pytest.fixture
 def auth_headers(app) -> Callable[[User], dict[str, str]]:
     def headers(user: User) -> dict[str, str]:
         with app.app_context():
-            return {"Authorization": f"Bearer {issue_access_token(user.id)}"}
+            return {"Authorization": f"Bearer {access_token_for(user.id)}"}
 
     return headers
 

@@ -18,8 +18,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
+from tests.conftest import access_token_for
 from tests.servers import serve_gunicorn, spread_over_workers
 from tests.tcp_proxy import tcp_proxy
 
@@ -121,7 +121,7 @@ def test_database_outage_gives_503_and_the_app_recovers_by_itself(
         user_id = make_user_on(app)
         client = app.test_client()
         with app.app_context():
-            bearer = {"Authorization": f"Bearer {issue_access_token(user_id)}"}
+            bearer = {"Authorization": f"Bearer {access_token_for(user_id)}"}
 
         assert client.get("/healthz").status_code == 200
         assert client.get("/api/auth/me", headers=bearer).status_code == 200
@@ -177,7 +177,7 @@ def test_gunicorn_workers_answer_503_during_an_outage_and_recover(
             )
             user_id = make_user_on(seeding)
             with seeding.app_context():
-                bearer = {"Authorization": f"Bearer {issue_access_token(user_id)}"}
+                bearer = {"Authorization": f"Bearer {access_token_for(user_id)}"}
             # Every worker holds a pooled connection before the outage.
             before = spread_over_workers(server.url, "/healthz", workers=workers, rounds=2)
             assert [r.status for r in before] == [200] * 4

@@ -1,7 +1,7 @@
 """Account rules, shared by the JSON API, the pages and the CLI.
 
-Registering, checking a password, verifying an email address, the refresh-token families
-(rotation and reuse detection) and password resets each live in exactly one function here.
+Registering, checking a password, verifying an email address and password resets each live
+in exactly one function here (logins and their refresh families: `logins.py`).
 The functions commit their own changes, raise `AccountError`/`TokenError` for the caller to
 render, and emit the structured events of CONTRACT.md §7 (ids only: never a password, a token
 or a link).
@@ -9,39 +9,26 @@ or a link).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from flask import current_app, has_request_context, session
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..clock import utcnow
 from ..extensions import db
-from ..ids import new_id
 from ..logging import emit
-from ..models import RefreshToken, User
+from ..models import User
 from . import mail
-from .tokens import (
-    TokenError,
-    fingerprint,
-    issue_access_token,
-    read_reset_token,
-    read_verification_token,
-)
+from .logins import end_all_logins
+from .tokens import TokenError, fingerprint, read_reset_token, read_verification_token
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 256
 
 
 class AccountError(Exception):
-    """A rule said no. `code`: `email_taken`, `invalid_credentials` (CONTRACT.md §5), or
-    `refresh_invalid` / `refresh_reused`, which callers answer as a 401."""
+    """A rule said no. `code`: `email_taken` or `invalid_credentials` (CONTRACT.md §5)."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -87,30 +74,6 @@ def create_user(email: str, password: str, *, verified: bool = False) -> User:
         email_verified_at=utcnow() if verified else None,
     )
     db.session.add(user)
-    return user
-
-
-# The login session remembers which password it was opened with (a fingerprint of the hash).
-SESSION_BINDING_KEY = "_login_binding"
-
-
-def login_session_binding(user: User) -> str:
-    return fingerprint(user.password_hash)
-
-
-def load_user(user_id: str) -> User | None:
-    """flask-login's user loader: a login session dies when the password changes.
-
-    A reset revokes every refresh token; this makes it end every browser session too. Our
-    login pages always bind the session; one without a binding can only have been made by
-    code holding SECRET_KEY (tests forging a login), so it is taken as it is.
-    """
-    user = db.session.get(User, user_id)
-    if user is None or not has_request_context():
-        return user
-    bound = session.get(SESSION_BINDING_KEY)
-    if bound is not None and not hmac.compare_digest(str(bound), login_session_binding(user)):
-        return None
     return user
 
 
@@ -184,140 +147,6 @@ def verify_email(token: str) -> User:
     return user
 
 
-# Access and refresh tokens ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AccessGrant:
-    """What a login or a refresh hands out. `refresh_token` is the raw cookie value."""
-
-    user: User
-    access_token: str
-    expires_in: int
-    expires_at: datetime
-    refresh_token: str
-    family_id: str
-
-
-def _hash_refresh(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def _new_refresh_token(user: User, family_id: str) -> str:
-    raw = secrets.token_urlsafe(32)
-    db.session.add(
-        RefreshToken(
-            user_id=user.id,
-            family_id=family_id,
-            token_hash=_hash_refresh(raw),
-            expires_at=utcnow() + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"]),
-        )
-    )
-    return raw
-
-
-def _grant(user: User, refresh_token: str, family_id: str) -> AccessGrant:
-    ttl = int(current_app.config["ACCESS_TOKEN_TTL"])
-    return AccessGrant(
-        user=user,
-        access_token=issue_access_token(user.id),
-        expires_in=ttl,
-        expires_at=utcnow() + timedelta(seconds=ttl),
-        refresh_token=refresh_token,
-        family_id=family_id,
-    )
-
-
-def start_refresh_family(user: User, *, via: str) -> AccessGrant:
-    """A successful login: a new refresh-token family and an access token."""
-    family_id = new_id("rtf")
-    raw = _new_refresh_token(user, family_id)
-    db.session.commit()
-    emit("auth.login.succeeded", user_id=user.id, via=via, email_verified=user.email_verified)
-    return _grant(user, raw, family_id)
-
-
-def rotate_refresh_token(raw: str | None) -> AccessGrant:
-    """Trade a refresh token for a new one and a new access token.
-
-    A token that was already rotated is a stolen or replayed copy: its whole family is revoked
-    (`refresh_reused`), which logs out the thief and the owner alike. The rotation itself is a
-    conditional UPDATE, so of two concurrent refreshes with one token exactly one wins.
-    """
-    record = _find_refresh(raw)
-    if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
-        raise AccountError("refresh_invalid")
-    if record.rotated_at is not None:
-        _reuse_detected(record)
-    user = db.session.get(User, record.user_id)
-    if user is None:
-        raise AccountError("refresh_invalid")
-    claimed = db.session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.id == record.id,
-            RefreshToken.rotated_at.is_(None),
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(rotated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:
-        db.session.rollback()
-        _reuse_detected(record)
-    new_raw = _new_refresh_token(user, record.family_id)
-    db.session.commit()
-    emit("auth.token.refreshed", user_id=user.id, family_id=record.family_id)
-    return _grant(user, new_raw, record.family_id)
-
-
-def _reuse_detected(record: RefreshToken) -> None:
-    revoke_family(record.family_id)
-    emit(
-        "auth.refresh.reuse_detected",
-        logging.WARNING,
-        user_id=record.user_id,
-        family_id=record.family_id,
-    )
-    raise AccountError("refresh_reused")
-
-
-def _find_refresh(raw: str | None) -> RefreshToken | None:
-    if not raw or len(raw) > 512:
-        return None
-    return db.session.execute(
-        db.select(RefreshToken).where(RefreshToken.token_hash == _hash_refresh(raw))
-    ).scalar_one_or_none()
-
-
-def revoke_family(family_id: str) -> None:
-    db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-
-
-def log_out(*, user_id: str | None, refresh_token: str | None, family_id: str | None) -> None:
-    """End one login: revoke its refresh-token family (found by cookie or remembered id)."""
-    record = _find_refresh(refresh_token)
-    family = record.family_id if record else family_id
-    if family:
-        revoke_family(family)
-    emit("auth.logout", user_id=user_id or (record.user_id if record else None))
-
-
-def revoke_all_refresh_tokens(user: User) -> None:
-    db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-
-
 # Password reset --------------------------------------------------------------------------
 
 
@@ -345,7 +174,7 @@ def check_reset_token(token: str) -> User:
 
 
 def reset_password(token: str, new_password: str) -> User:
-    """Set a new password with a reset token; every refresh token of the user dies.
+    """Set a new password with a reset token; every login of the user ends with it.
 
     The link reached the user's inbox, which proves the address as well as a verification
     link would: an unverified account becomes verified.
@@ -354,7 +183,6 @@ def reset_password(token: str, new_password: str) -> User:
     user.password_hash = hash_password(new_password)
     if not user.email_verified:
         user.email_verified_at = utcnow()
-    revoke_all_refresh_tokens(user)
-    db.session.commit()
+    end_all_logins(user.id)
     emit("auth.password.reset", user_id=user.id)
     return user

@@ -23,16 +23,11 @@ from markupsafe import escape
 from ..errors import is_htmx, toast_trigger
 from . import accounts
 from .accounts import AccountError
-from .cookies import (
-    clear_refresh_cookie,
-    end_login_session,
-    open_login_session,
-    remembered_family,
-    set_refresh_cookie,
-)
+from .cookies import clear_refresh_cookie
 from .forms import ConfirmForm, EmailForm, LoginForm, RegisterForm, ResetPasswordForm
 from .guards import current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .logins import forget_browser_login, log_in_browser, log_out_browser
 from .redaction import install_werkzeug_filter
 from .tokens import TokenError
 
@@ -68,12 +63,9 @@ def _next_target() -> str:
 
 
 def _log_in_browser(user, *, via: str, target: str) -> Response:
-    """Log in through a page: login session, refresh cookie, then redirect to `target`."""
-    grant = accounts.start_refresh_family(user, via=via)
-    open_login_session(grant)
-    response = redirect(target)
-    set_refresh_cookie(response, grant)
-    return response
+    """Log in through a page (login session and refresh cookie), then go to `target`."""
+    log_in_browser(user, method=via)
+    return redirect(target)
 
 
 def _no_referrer(response: Response) -> Response:
@@ -129,14 +121,9 @@ def logout():
         if user is None:
             return redirect(url_for("auth_views.login"))
         return render_template("auth/logout.html", form=ConfirmForm(), user=user)
-    accounts.log_out(
-        user_id=user.id if user else None, refresh_token=None, family_id=remembered_family()
-    )
-    end_login_session()
+    log_out_browser()
     flash("You have been logged out.", "info")
-    response = redirect(url_for("auth_views.login"))
-    clear_refresh_cookie(response)
-    return response
+    return redirect(url_for("auth_views.login"))
 
 
 # Email verification ----------------------------------------------------------------------
@@ -215,8 +202,8 @@ def reset_password(token: str):
             accounts.reset_password(token, form.password.data)
         except TokenError as error:
             return _reset_link_failed(error)
-        # Every refresh token died with the old password: this browser logs in afresh too.
-        end_login_session()
+        # Every login ended with the old password: this browser logs in afresh too.
+        forget_browser_login()
         flash("Your password has been changed. Log in with your new password.", "success")
         response = redirect(url_for("auth_views.login"))
         clear_refresh_cookie(response)

@@ -1,0 +1,43 @@
+"""logins: the server-side login record
+
+Revision ID: 0003_logins
+Revises: 0001
+Create Date: 2026-11-30
+
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003_logins"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table(
+        "logins",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(), nullable=False),
+        sa.Column("user_agent", sa.String(length=256), nullable=True),
+        sa.Column("remember", sa.Boolean(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=True),
+        sa.Column("ended_at", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("logins", schema=None) as batch_op:
+        batch_op.create_index("ix_logins_user_live", ["user_id", "ended_at"], unique=False)
+    # Refresh tokens and sessions issued before logins existed belong to no login: they are
+    # refused from now on, and their users log in once more.
+    op.execute("UPDATE refresh_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE revoked_at IS NULL")
+
+
+def downgrade():
+    with op.batch_alter_table("logins", schema=None) as batch_op:
+        batch_op.drop_index("ix_logins_user_live")
+    op.drop_table("logins")
