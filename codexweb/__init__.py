@@ -73,12 +73,13 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
-    from . import security
+    from . import bodies, security
     from .auth.guards import enforce_csrf, forget_previous_user
 
     app.before_request(forget_previous_user)
     app.before_request(enforce_csrf)
     security.init_app(app)
+    bodies.init_app(app)
 
 
 def register_cli(app: Flask) -> None:
