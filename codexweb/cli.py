@@ -51,11 +51,15 @@ sessions_group = AppGroup("sessions", help="Codex session housekeeping.")
 @sessions_group.command("purge-expired")
 def purge_expired_command() -> None:
     """Persist lapsed expiries, end their ChatKit sessions, delete rows past retention."""
+    from .auth.once import purge_used_tokens
     from .codex.chatkit import prune_keys
     from .codex.sessions import purge_expired
 
     report = purge_expired()
     click.echo(report.summary())
+    forgotten = purge_used_tokens()
+    if forgotten:
+        click.echo(f"forgot {forgotten} used one-time token(s) past their expiry")
     pruned = prune_keys()
     if pruned:
         click.echo(f"pruned {len(pruned)} retired signing key(s): {', '.join(pruned)}")

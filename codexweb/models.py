@@ -148,3 +148,16 @@ class Login(db.Model):
     remember: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsedToken(db.Model):
+    """A one-time token that has been used (its SHA-256): the primary key makes "use once"
+    the database's rule, so of simultaneous uses exactly one inserts (`auth/once.py`)."""
+
+    __tablename__ = "used_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # After this the token is refused by its own expiry anyway: the row may be purged.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

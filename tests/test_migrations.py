@@ -18,7 +18,7 @@ from tests.servers import REPO, VENV_BIN, codexweb_env
 
 pytestmark = pytest.mark.slow
 
-TABLES = {"users", "refresh_tokens", "codex_sessions", "chatkit_sessions", "logins"}
+TABLES = {"users", "refresh_tokens", "codex_sessions", "chatkit_sessions", "logins", "used_tokens"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -21,6 +23,7 @@ from ..logging import emit
 from ..models import User
 from . import mail
 from .logins import end_all_logins
+from .once import consume_once
 from .tokens import TokenError, fingerprint, read_reset_token, read_verification_token
 
 PASSWORD_MIN_LENGTH = 12
@@ -176,11 +179,16 @@ def check_reset_token(token: str) -> User:
 def reset_password(token: str, new_password: str) -> User:
     """Set a new password with a reset token; every login of the user ends with it.
 
-    The link reached the user's inbox, which proves the address as well as a verification
-    link would: an unverified account becomes verified.
+    The token is used once even when it is presented several times at the same instant
+    (`consume_once`). The link reached the user's inbox, which proves the address as well as
+    a verification link would: an unverified account becomes verified.
     """
     user = check_reset_token(token)
-    user.password_hash = hash_password(new_password)
+    # Hashed before the token is claimed: the claim opens the write, kept short.
+    new_hash = hash_password(new_password)
+    max_age = timedelta(seconds=int(current_app.config["PASSWORD_RESET_MAX_AGE"]))
+    consume_once("password_reset", token, expires_at=utcnow() + max_age)
+    user.password_hash = new_hash
     if not user.email_verified:
         user.email_verified_at = utcnow()
     end_all_logins(user.id)

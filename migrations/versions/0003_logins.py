@@ -1,4 +1,4 @@
-"""logins: the server-side login record
+"""logins: the server-side login record, and used one-time tokens
 
 Revision ID: 0003_logins
 Revises: 0001
@@ -32,12 +32,27 @@ def upgrade():
     )
     with op.batch_alter_table("logins", schema=None) as batch_op:
         batch_op.create_index("ix_logins_user_live", ["user_id", "ended_at"], unique=False)
+    op.create_table(
+        "used_tokens",
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("purpose", sa.String(length=32), nullable=False),
+        sa.Column("used_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("token_hash"),
+    )
+    with op.batch_alter_table("used_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_used_tokens_expires_at"), ["expires_at"], unique=False
+        )
     # Refresh tokens and sessions issued before logins existed belong to no login: they are
     # refused from now on, and their users log in once more.
     op.execute("UPDATE refresh_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE revoked_at IS NULL")
 
 
 def downgrade():
+    with op.batch_alter_table("used_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_used_tokens_expires_at"))
+    op.drop_table("used_tokens")
     with op.batch_alter_table("logins", schema=None) as batch_op:
         batch_op.drop_index("ix_logins_user_live")
     op.drop_table("logins")
