@@ -2,23 +2,60 @@
 
 Each limit is one flask-limiter scope used by both doors, so a client cannot double its login
 budget by alternating between `/api/auth/login` and `/login`. Values are read from config at
-request time (`RATELIMIT_*`), counted per user when logged in and per address otherwise.
+request time (`RATELIMIT_*`).
+
+Logging in and resetting a password count twice: per **target account** (the email the
+request names) and per **client address**, never per caller identity. Counting per caller
+let each Bearer token of another account buy a fresh budget of guesses at the same victim
+(issue 12, finding 5); now neither a crowd of accounts nor a crowd of addresses multiplies
+the guesses at one account. Registering and resending stay per user when logged in, per
+address otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from flask import request
+
 from ..extensions import limiter
 from ..ratelimit import configured
+from .accounts import normalise_email
+from .tokens import fingerprint
 
-login_limit = limiter.shared_limit(
-    configured("RATELIMIT_LOGIN"), scope="auth-login", methods=["POST"]
-)
+
+def client_address_key() -> str:
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def target_account_key() -> str:
+    """The account a login or reset request aims at (by the email it names, hashed so no
+    address reaches the limit storage); the client address when it names none."""
+    email = _named_email()
+    return f"account:{fingerprint(normalise_email(email))}" if email else client_address_key()
+
+
+def _named_email() -> str | None:
+    data = request.get_json(silent=True) if request.is_json else request.form
+    email = data.get("email") if hasattr(data, "get") else None
+    return email if isinstance(email, str) and email.strip() else None
+
+
+def _per_account_and_address(key: str, scope: str) -> Callable:
+    per_account = limiter.shared_limit(
+        configured(key), scope=f"{scope}-account", key_func=target_account_key, methods=["POST"]
+    )
+    per_address = limiter.shared_limit(
+        configured(key), scope=f"{scope}-address", key_func=client_address_key, methods=["POST"]
+    )
+    return lambda view: per_address(per_account(view))
+
+
+login_limit = _per_account_and_address("RATELIMIT_LOGIN", "auth-login")
+password_reset_limit = _per_account_and_address("RATELIMIT_PASSWORD_RESET", "auth-password-reset")
 register_limit = limiter.shared_limit(
     configured("RATELIMIT_REGISTER"), scope="auth-register", methods=["POST"]
 )
 resend_limit = limiter.shared_limit(
     configured("RATELIMIT_RESEND"), scope="auth-resend", methods=["POST"]
-)
-password_reset_limit = limiter.shared_limit(
-    configured("RATELIMIT_PASSWORD_RESET"), scope="auth-password-reset", methods=["POST"]
 )
