@@ -79,7 +79,7 @@ def test_register_creates_an_unverified_user_and_mails_the_verification_link(cli
     assert message.to == ["new.person@example.com"]
     assert "http://localhost/verify-email/" in message.body
     stored = user_row(app, "new.person@example.com")
-    assert stored.password_hash.startswith("scrypt:")
+    assert stored.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert STRONG_PASSWORD not in stored.password_hash
 
 
@@ -244,19 +244,34 @@ def test_wrong_password_and_unknown_email_get_the_same_401(client, app, user):
 
 def test_an_unknown_email_still_costs_a_password_hash(client, app, user, monkeypatch):
     """Same time for both failures: the unknown email is checked against a dummy hash with
-    the same scrypt parameters as a real one."""
+    the same argon2id parameters as a real one."""
     import codexweb.auth.accounts as accounts
 
     checked = []
-    real = accounts.check_password_hash
-    monkeypatch.setattr(
-        accounts, "check_password_hash", lambda h, p: checked.append(h) or real(h, p)
-    )
+    real = accounts.hash_matches
+    monkeypatch.setattr(accounts, "hash_matches", lambda h, p: checked.append(h) or real(h, p))
     login_json(client, "nobody@example.com", TEST_PASSWORD)
     login_json(client, "owner@example.com", "a wrong password")
     unknown, wrong = checked
-    assert unknown.split("$")[0] == wrong.split("$")[0] == "scrypt:32768:8:1"
+    assert unknown.rsplit("$", 2)[0] == wrong.rsplit("$", 2)[0] == "$argon2id$v=19$m=19456,t=2,p=1"
     assert unknown != user_row(app, "owner@example.com").password_hash
+
+
+def test_an_old_scrypt_hash_is_upgraded_to_argon2id_at_the_next_login(client, app, user, events):
+    from werkzeug.security import generate_password_hash
+
+    with app.app_context():
+        row = db.session.get(User, user.id)
+        row.password_hash = generate_password_hash(TEST_PASSWORD, method="scrypt")
+        db.session.commit()
+    assert login_json(client, "owner@example.com", "a wrong password").status_code == 401
+    assert user_row(app, "owner@example.com").password_hash.startswith("scrypt:")
+
+    assert login_json(client, "owner@example.com", TEST_PASSWORD).status_code == 200
+    assert user_row(app, "owner@example.com").password_hash.startswith("$argon2id$")
+    assert login_json(client, "owner@example.com", TEST_PASSWORD).status_code == 200
+    [event] = events.named("auth.password.rehashed")
+    assert event["user_id"] == user.id
 
 
 @pytest.mark.parametrize(
