@@ -1,9 +1,12 @@
-"""`flask --app codexweb users|sessions|keys …` commands."""
+"""`flask --app codexweb users|sessions|keys|mail …` commands."""
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
@@ -89,7 +92,30 @@ def list_keys_command() -> None:
         click.echo(f"{key.kid} {role} created {key.created_at.isoformat()}")
 
 
+mail_group = AppGroup("mail", help="The mail queue.")
+
+
+@mail_group.command("worker")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option("--poll", default=2.0, show_default=True, help="Seconds between looks.")
+def mail_worker_command(once: bool, poll: float) -> None:
+    """Deliver queued mail until stopped (SIGTERM or Ctrl-C finish the current round)."""
+    from .logging import emit
+    from .outbox import deliver_due, run_worker
+
+    if once:
+        click.echo(f"sent {deliver_due()} message(s)")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    emit("mail.worker.started", poll=poll)
+    run_worker(current_app._get_current_object(), stop=stop, poll=poll)
+    emit("mail.worker.stopped")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(sessions_group)
     app.cli.add_command(keys_group)
+    app.cli.add_command(mail_group)

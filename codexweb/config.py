@@ -76,6 +76,17 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_PASSWORD": None,
         "MAIL_DEFAULT_SENDER": "codexweb <no-reply@localhost>",
         "MAIL_TIMEOUT": 10,
+        # The mail queue (codexweb/outbox.py). MAIL_QUEUE None: `worker` in production (run
+        # `flask --app codexweb mail worker`), `thread` otherwise (delivers in-process);
+        # `manual` for tests. A failed send is retried after MAIL_RETRY_BASE × 2^(n-1) seconds,
+        # at most MAIL_RETRY_MAX apart, and given up after MAIL_MAX_ATTEMPTS; a drainer holds a
+        # message for MAIL_SEND_LEASE seconds while it sends.
+        "MAIL_QUEUE": None,
+        "MAIL_QUEUE_POLL": 1.0,
+        "MAIL_MAX_ATTEMPTS": 8,
+        "MAIL_RETRY_BASE": 30,
+        "MAIL_RETRY_MAX": 3600,
+        "MAIL_SEND_LEASE": 120,
         # Accounts
         "EMAIL_VERIFY_MAX_AGE": 172800,
         "PASSWORD_RESET_MAX_AGE": 3600,
@@ -222,6 +233,8 @@ MAIL_BACKENDS = {
     "console+file": "codexweb.mail_backends.ConsoleFileEmailBackend",
 }
 
+MAIL_QUEUES = ("worker", "thread", "manual")
+
 
 def _resolve_derived(app: Flask) -> None:
     config = app.config
@@ -234,6 +247,10 @@ def _resolve_derived(app: Flask) -> None:
         raise RuntimeError(
             f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}, not {backend!r}"
         )
+    queue = config["MAIL_QUEUE"] or ("worker" if is_production(app) else "thread")
+    if queue not in MAIL_QUEUES:
+        raise RuntimeError(f"MAIL_QUEUE must be one of {', '.join(MAIL_QUEUES)}, not {queue!r}")
+    config["MAIL_QUEUE"] = queue
     # Flask-Mailman reads MAIL_BACKEND itself: hand it the backend our name stands for.
     config["MAIL_BACKEND_NAME"] = backend
     config["MAIL_BACKEND"] = MAIL_BACKENDS[backend]

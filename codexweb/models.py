@@ -161,3 +161,25 @@ class UsedToken(db.Model):
     used_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     # After this the token is refused by its own expiry anyway: the row may be purged.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class MailMessage(db.Model):
+    """One email in the outbox (`codexweb/outbox.py`): what to send to whom, not the email
+    itself, so no link or token is ever stored; its status and delivery attempts."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    # None: a stand-in queued for an unknown address (same work either way); dropped unsent.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    base_url: Mapped[str] = mapped_column(String(512), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # pending -> sent | dropped | failed (given up after MAIL_MAX_ATTEMPTS)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(64))

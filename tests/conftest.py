@@ -78,6 +78,7 @@ def base_test_config(tmp_path, database_url: str | None = None) -> dict[str, Any
         "SECRET_KEY": "test-secret-key-not-for-production",
         "DATABASE_URL": database_url or f"sqlite:///{instance / 'test.db'}",
         "MAIL_BACKEND": "locmem",
+        "MAIL_QUEUE": "manual",  # the `outbox` fixture (or `deliver_mail`) drains it
         "MAIL_FILE_DIR": str(instance / "outbox"),
         "CHATKIT_KEYS_DIR": str(instance / "chatkit_keys"),
         "RATELIMIT_ENABLED": False,
@@ -234,11 +235,46 @@ def unverified_user(make_user) -> User:
 # Mail and events -------------------------------------------------------------------------
 
 
+def deliver_mail(app: Flask) -> int:
+    """Send what the mail queue holds now (tests run it with MAIL_QUEUE=manual)."""
+    from codexweb.outbox import deliver_due
+
+    with app.app_context():
+        return deliver_due()
+
+
+class DrainingOutbox(list):
+    """The locmem backend's outbox that first delivers the queue whenever it is read, so a
+    test reads mail as a user would find it in the inbox once the worker has run."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__()
+        self.app = app
+
+    def _drain(self) -> None:
+        deliver_mail(self.app)
+
+    def __getitem__(self, index):
+        self._drain()
+        return super().__getitem__(index)
+
+    def __iter__(self):
+        self._drain()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._drain()
+        return super().__len__()
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
 @pytest.fixture
 def outbox(app) -> list:
-    """Messages sent through the locmem backend during the test."""
+    """Messages sent through the locmem backend during the test (the queue delivered first)."""
     state = app.extensions["mailman"]  # the locmem backend appends to `state.outbox`
-    state.outbox = []
+    state.outbox = DrainingOutbox(app)
     return state.outbox
 
 

@@ -13,6 +13,7 @@ from codexweb.auth.tokens import TokenError
 from codexweb.clock import utcnow
 from codexweb.extensions import db
 from tests.auth_support import link_token
+from tests.conftest import deliver_mail
 
 SIMULTANEOUS = 4
 
@@ -49,6 +50,7 @@ def test_a_reset_link_used_four_times_at_once_works_exactly_once(racing_app):
         db.session.commit()
     outbox = app.extensions["mailman"].outbox = []
     app.test_client().post("/api/auth/password/forgot", json={"email": "owner@example.com"})
+    deliver_mail(app)
     token = link_token(outbox[0], "reset-password")
 
     def reset(index: int) -> tuple[int, str]:

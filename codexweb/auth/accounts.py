@@ -103,22 +103,22 @@ def create_user(email: str, password: str, *, verified: bool = False) -> User:
 
 
 def register_user(email: str, password: str) -> User:
-    """Create an unverified account and send its verification email.
+    """Create an unverified account and queue its verification email, in one transaction.
 
     A taken address is `email_taken`, also when two registrations race (the unique index
-    decides). A mail failure does not lose the account: it is logged, and the user can ask
-    for another email.
+    decides).
     """
     if find_user_by_email(email) is not None:
         raise AccountError("email_taken")
     user = create_user(email, password)
     try:
+        db.session.flush()
+        mail.queue_verification(user)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise AccountError("email_taken") from None
     emit("auth.user.registered", user_id=user.id)
-    send_verification(user)
     return user
 
 
@@ -146,18 +146,19 @@ def authenticate(email: str, password: str) -> User:
 # Email verification ----------------------------------------------------------------------
 
 
-def send_verification(user: User) -> bool:
-    """Mail a fresh verification link to an unverified user; False when sending failed."""
-    if user.email_verified:
-        return False
-    return mail.send_verification_email(user)
+def send_verification(user: User) -> None:
+    """Queue a fresh verification link for an unverified user (nothing for a verified one)."""
+    if not user.email_verified:
+        mail.queue_verification(user)
+        db.session.commit()
 
 
 def resend_verification_to(email: str) -> None:
-    """Resend for an address given by an anonymous caller; silent about unknown addresses."""
+    """Resend for an address given by an anonymous caller; silent about unknown addresses,
+    and as quick: a stand-in is queued for them (and for verified ones) all the same."""
     user = find_user_by_email(email)
-    if user is not None:
-        send_verification(user)
+    mail.queue_verification(user if user is not None and not user.email_verified else None)
+    db.session.commit()
 
 
 def verify_email(token: str) -> User:
@@ -181,11 +182,12 @@ def verify_email(token: str) -> User:
 
 
 def request_password_reset(email: str) -> None:
-    """Mail a reset link to a known address; say nothing either way (no enumeration)."""
+    """Mail a reset link to a known address; say nothing either way (no enumeration), and
+    take as long either way: an unknown address queues a stand-in the worker drops."""
     user = find_user_by_email(email)
     emit("auth.password.reset_requested", user_id=user.id if user else None)
-    if user is not None:
-        mail.send_password_reset_email(user)
+    mail.queue_password_reset(user)
+    db.session.commit()
 
 
 def check_reset_token(token: str) -> User:

@@ -17,6 +17,7 @@ from flask import (
     Response,
     current_app,
     flash,
+    has_request_context,
     make_response,
     redirect,
     render_template,
@@ -63,7 +64,10 @@ def navigation_context() -> dict[str, Any]:
 
 def logged_in_user() -> User | None:
     """Who the navigation greets. Error pages render the layout too, also when the database
-    is down: then the nav shows the logged-out links instead of failing the error page."""
+    is down: then the nav shows the logged-out links instead of failing the error page.
+    Outside a request (an email rendered by the mail worker) nobody is logged in."""
+    if not has_request_context():
+        return None
     try:
         return current_user._get_current_object() if current_user.is_authenticated else None
     except SQLAlchemyError:
