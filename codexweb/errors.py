@@ -255,12 +255,16 @@ def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
 
 def _handle_unstorable_value(error: DataError) -> Response:
     # A value that passed validation but that the database refuses: a NUL character or an
-    # over-long string on PostgreSQL (SQLite stores both). The client's input, not our bug.
+    # over-long string on PostgreSQL (SQLite stores both). The client's input, not our bug:
+    # a 422 like any other refused input (JSON bodies name the field before this point).
     with contextlib.suppress(SQLAlchemyError):
         db.session.rollback()
     emit("db.value_refused", logging.WARNING, error=type(error.orig or error).__name__)
     return render_problem(
-        Problem(400, "bad_request", "The request contains a value that cannot be stored.")
+        invalid_request(
+            [{"field": "body", "message": "Contains a value that cannot be stored."}],
+            "The request contains a value that cannot be stored.",
+        )
     )
 
 

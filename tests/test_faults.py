@@ -76,14 +76,17 @@ def test_disconnect_errors_are_503_unavailable(app, error, events):
     assert len(events.named("db.unavailable")) == 1
 
 
-def test_a_value_the_database_refuses_is_a_400_that_leaks_nothing(app, events):
+def test_a_value_the_database_refuses_is_a_422_that_leaks_nothing(app, events):
     @app.get("/api/_fault")
     def _fault():
         raise driver_error(DataError)
 
     response = app.test_client().get("/api/_fault")
-    assert response.status_code == 400
-    assert response.get_json()["code"] == "bad_request"
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "invalid_request"
+    assert response.get_json()["errors"] == [
+        {"field": "body", "message": "Contains a value that cannot be stored."}
+    ]
     assert "select" not in response.get_data(as_text=True).lower()
     assert len(events.named("db.value_refused")) == 1
 
