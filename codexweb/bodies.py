@@ -147,7 +147,7 @@ def refuse_oversized_stream() -> None:
     means the body was cut, and a cut body is refused, never half-used.
     """
     limit = request.max_content_length
-    if limit is None or request.content_length is not None:
+    if limit is None or "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
         return
     if "wsgi.input_terminated" not in request.environ:
         return

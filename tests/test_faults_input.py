@@ -59,6 +59,7 @@ def test_a_chunked_body_over_the_limit_is_a_413_not_a_cut_body(app, client):
         "/api/auth/password/forgot",
         input_stream=io.BytesIO(body),
         content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert response.status_code == 413
@@ -71,6 +72,7 @@ def test_a_chunked_body_within_the_limit_is_read_whole(client):
         "/api/auth/password/forgot",
         input_stream=io.BytesIO(body),
         content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert response.status_code == 202
