@@ -202,3 +202,30 @@ def test_connections_cut_under_load_answer_through_the_app_and_leak_no_token(
     for line in log.splitlines():
         if line.strip():
             assert isinstance(json.loads(line), dict), line
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(server):
+    """Issue 12, finding 8: gunicorn hands the app a chunked body without Content-Length;
+    past MAX_CONTENT_LENGTH it used to be cut to 1 MiB and accepted."""
+    padding = "x" * (1024 * 1024)
+    body = json.dumps({"email": "owner@example.com", "padding": padding}).encode()
+
+    def chunks():
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post(
+            "/api/auth/password/forgot",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        small = client.post(
+            "/api/auth/password/forgot",
+            content=iter([b'{"email": ', b'"owner@example.com"}']),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    assert response.headers["x-request-id"]
+    assert small.status_code == 202
