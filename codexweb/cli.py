@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import timedelta
 
 import click
 from flask import Flask, current_app
@@ -57,12 +58,17 @@ def purge_expired_command() -> None:
     from .auth.once import purge_used_tokens
     from .codex.chatkit import prune_keys
     from .codex.sessions import purge_expired
+    from .outbox import purge_finished
 
     report = purge_expired()
     click.echo(report.summary())
     forgotten = purge_used_tokens()
     if forgotten:
         click.echo(f"forgot {forgotten} used one-time token(s) past their expiry")
+    retention = timedelta(seconds=int(current_app.config["CODEX_SESSION_RETENTION"]))
+    mails = purge_finished(retention)
+    if mails:
+        click.echo(f"forgot {mails} delivered or abandoned email(s) past retention")
     pruned = prune_keys()
     if pruned:
         click.echo(f"pruned {len(pruned)} retired signing key(s): {', '.join(pruned)}")

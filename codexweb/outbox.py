@@ -30,12 +30,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app
 from flask_mailman import EmailMessage
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from .clock import utcnow
@@ -162,13 +162,16 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, float(config["MAIL_RETRY_MAX"])))
 
 
-def next_due_at() -> datetime | None:
-    return db.session.execute(
-        select(MailMessage.next_attempt_at)
-        .where(MailMessage.status == "pending")
-        .order_by(MailMessage.next_attempt_at)
-        .limit(1)
-    ).scalar_one_or_none()
+def purge_finished(older_than: timedelta) -> int:
+    """Forget messages sent, dropped or given up more than `older_than` ago; how many.
+    Commits (run by `sessions purge-expired`)."""
+    removed = db.session.execute(
+        delete(MailMessage).where(
+            MailMessage.status != "pending", MailMessage.finished_at <= utcnow() - older_than
+        )
+    )
+    db.session.commit()
+    return removed.rowcount
 
 
 # Drainers ---------------------------------------------------------------------------------

@@ -170,6 +170,23 @@ def test_the_worker_command_delivers_what_is_due(app, make_user, outbox_for, run
     assert len(outbox) == 1
 
 
+def test_purge_expired_forgets_finished_mail_past_retention(
+    app, make_user, outbox, runner, frozen_clock
+):
+    make_user("owner@example.com")
+    client = app.test_client()
+    client.post("/api/auth/password/forgot", json={"email": "owner@example.com"})
+    client.post("/api/auth/password/forgot", json={"email": "nobody@example.com"})
+    assert len(outbox) == 1
+    client.post("/api/auth/password/forgot", json={"email": "owner@example.com"})  # pending
+    retention = timedelta(seconds=app.config["CODEX_SESSION_RETENTION"])
+    frozen_clock(datetime.now(UTC) + retention + timedelta(seconds=1))
+    result = runner.invoke(args=["sessions", "purge-expired"])
+    assert result.exit_code == 0, result.output
+    assert "forgot 2 delivered or abandoned email(s) past retention" in result.output
+    assert [row.status for row in outbox_rows(app)] == ["pending"]
+
+
 @pytest.fixture
 def make_user_on():
     def make(app, email: str, *, verified: bool = True) -> None:
