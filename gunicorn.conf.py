@@ -7,16 +7,18 @@
 - Timeouts: a request that runs longer than `GUNICORN_TIMEOUT` gets its worker killed and
   replaced; SIGTERM (systemd stop) and SIGHUP (reload) let running requests finish for up to
   `GUNICORN_GRACEFUL_TIMEOUT` seconds.
-- Logs: one JSON object per line, like the application's events. The access log carries the
-  path without its query string, and paths that carry a token are redacted, so no reset or
-  verification link, nor anything a client put in a query string, reaches the logs. Worker
-  starts, exits, timeouts and reloads are logged as `gunicorn.*` events.
+- Logs: one JSON object per line, like the application's events, gunicorn's own error log
+  included (a traceback is one field, never many lines). The access log carries the path
+  without its query string, and paths that carry a token are redacted in every line, so no
+  reset or verification link, nor anything a client put in a query string, reaches the logs.
+  Worker starts, exits, timeouts and reloads are logged as `gunicorn.*` events.
 - The app is not preloaded: each worker opens its own database connections after the fork.
 - Behind a reverse proxy, set `CODEXWEB_PROXY_FIX_COUNT` (see docs/DEPLOY.md); gunicorn
   itself trusts forwarded headers only from `GUNICORN_FORWARDED_ALLOW_IPS` (127.0.0.1).
 """
 
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -63,8 +65,30 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
+class JsonErrorFormatter(logging.Formatter):
+    """gunicorn's error log (`Error handling request /reset-password/…`, worker notices) as
+    one redacted JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": _timestamp(),
+            "level": record.levelname.lower(),
+            "event": "gunicorn.log",
+            "message": redact_token_paths(record.getMessage()),
+            "worker_pid": os.getpid(),
+        }
+        if record.exc_info:
+            entry["exception"] = redact_token_paths(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
 class JsonAccessLogger(Logger):
-    """gunicorn's logger with one JSON object per access-log line."""
+    """gunicorn's logger with one JSON object per access-log and error-log line."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonErrorFormatter())
 
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_enabled:

@@ -227,6 +227,11 @@ def _signed_cookie(app: Flask, user: BenchUser) -> str:
 
     environ = {"REMOTE_ADDR": "127.0.0.1"}
     with app.test_request_context("/", headers={"User-Agent": USER_AGENT}, environ_base=environ):
-        data = {"_user_id": user.id, "_fresh": True, "_id": _create_identifier()}
+        data = {
+            "_user_id": user.id,
+            "_fresh": True,
+            "_id": _create_identifier(),
+            "_login_id": user.login_id,
+        }
         value = app.session_interface.get_signing_serializer(app).dumps(data)
     return f"{app.config['SESSION_COOKIE_NAME']}={value}"

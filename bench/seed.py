@@ -38,7 +38,8 @@ from codexweb.auth.accounts import hash_password
 from codexweb.auth.tokens import issue_access_token
 from codexweb.clock import utcnow
 from codexweb.extensions import db
-from codexweb.models import ChatKitSession, CodexSession, User, UTCDateTime
+from codexweb.ids import new_id
+from codexweb.models import ChatKitSession, CodexSession, Login, User, UTCDateTime
 
 PASSWORD = "bench password, long enough"
 PLACEMENT = "developer-workbench"
@@ -54,6 +55,7 @@ EMPTY_JSON = "{}"
 class BenchUser:
     id: str
     email: str
+    login_id: str  # a live browser login: its access token and session cookie both name it
     access_token: str
     session_id: str | None = None  # the active session on PLACEMENT, if any
 
@@ -101,6 +103,7 @@ def seed(
         with engine.begin() as connection, _secondary_indexes_deferred(connection):
             _bulk_load_settings(connection)
             _insert(connection, User, [*bench, *(u for group in cycles for u in group), *filler])
+            _insert(connection, Login, _logins([*bench, *(u for g in cycles for u in g)], now))
             _insert_sessions(connection, bench_sessions, chatkit_ids)
             _insert_sessions(
                 connection,
@@ -136,8 +139,28 @@ def _new_users(kind: str, count: int, password_hash: str, now: datetime) -> list
     ]
 
 
+def _logins(users: list[dict], now: datetime) -> list[dict]:
+    """One live browser login per user; its id is kept on the user row for `_bench_user`."""
+    rows = []
+    for user in users:
+        user["login_id"] = new_id("lgn")
+        rows.append(
+            {
+                "id": user["login_id"],
+                "user_id": user["id"],
+                "kind": "browser",
+                "created_at": now,
+                "last_used_at": now,
+                "remember": False,
+                "expires_at": now + timedelta(days=14),
+            }
+        )
+    return rows
+
+
 def _bench_user(row: dict, session_id: str | None = None) -> BenchUser:
-    return BenchUser(row["id"], row["email"], issue_access_token(row["id"]), session_id)
+    token = issue_access_token(row["id"], row["login_id"])
+    return BenchUser(row["id"], row["email"], row["login_id"], token, session_id)
 
 
 def _session(

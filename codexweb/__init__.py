@@ -51,9 +51,9 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     ratelimit_storage.init_app(app)
 
-    from .auth.accounts import load_user
+    from .auth.logins import load_session_user
 
-    login_manager.user_loader(load_user)
+    login_manager.user_loader(load_session_user)
 
     from .auth import password_login, sso_client
 
@@ -82,12 +82,13 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
-    from . import security
+    from . import bodies, security
     from .auth.guards import enforce_csrf, forget_previous_user
 
     app.before_request(forget_previous_user)
     app.before_request(enforce_csrf)
     security.init_app(app)
+    bodies.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -1,14 +1,16 @@
-"""`flask --app codexweb users|sessions|keys …` commands."""
+"""`flask --app codexweb users|sessions|keys|mail …` commands."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from .auth import accounts
@@ -144,11 +146,20 @@ sessions_group = AppGroup("sessions", help="Codex session housekeeping.")
 @sessions_group.command("purge-expired")
 def purge_expired_command() -> None:
     """Persist lapsed expiries, end their ChatKit sessions, delete rows past retention."""
+    from .auth.once import purge_used_tokens
     from .codex.chatkit import prune_keys
     from .codex.sessions import purge_expired
+    from .outbox import purge_finished
 
     report = purge_expired()
     click.echo(report.summary())
+    forgotten = purge_used_tokens()
+    if forgotten:
+        click.echo(f"forgot {forgotten} used one-time token(s) past their expiry")
+    retention = timedelta(seconds=int(current_app.config["CODEX_SESSION_RETENTION"]))
+    mails = purge_finished(retention)
+    if mails:
+        click.echo(f"forgot {mails} delivered or abandoned email(s) past retention")
     pruned = prune_keys()
     if pruned:
         click.echo(f"pruned {len(pruned)} retired signing key(s): {', '.join(pruned)}")
@@ -178,7 +189,30 @@ def list_keys_command() -> None:
         click.echo(f"{key.kid} {role} created {key.created_at.isoformat()}")
 
 
+mail_group = AppGroup("mail", help="The mail queue.")
+
+
+@mail_group.command("worker")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.option("--poll", default=2.0, show_default=True, help="Seconds between looks.")
+def mail_worker_command(once: bool, poll: float) -> None:
+    """Deliver queued mail until stopped (SIGTERM or Ctrl-C finish the current round)."""
+    from .logging import emit
+    from .outbox import deliver_due, run_worker
+
+    if once:
+        click.echo(f"sent {deliver_due()} message(s)")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    emit("mail.worker.started", poll=poll)
+    run_worker(current_app._get_current_object(), stop=stop, poll=poll)
+    emit("mail.worker.stopped")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(sessions_group)
     app.cli.add_command(keys_group)
+    app.cli.add_command(mail_group)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,27 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_PASSWORD": None,
         "MAIL_DEFAULT_SENDER": "codexweb <no-reply@localhost>",
         "MAIL_TIMEOUT": 10,
+        # The mail queue (codexweb/outbox.py). MAIL_QUEUE None: `worker` in production (run
+        # `flask --app codexweb mail worker`), `thread` otherwise (delivers in-process);
+        # `manual` for tests. A failed send is retried after MAIL_RETRY_BASE × 2^(n-1) seconds,
+        # at most MAIL_RETRY_MAX apart, and given up after MAIL_MAX_ATTEMPTS; a drainer holds a
+        # message for MAIL_SEND_LEASE seconds while it sends.
+        "MAIL_QUEUE": None,
+        "MAIL_QUEUE_POLL": 1.0,
+        "MAIL_MAX_ATTEMPTS": 8,
+        "MAIL_RETRY_BASE": 30,
+        "MAIL_RETRY_MAX": 3600,
+        "MAIL_SEND_LEASE": 120,
         # Accounts
         "EMAIL_VERIFY_MAX_AGE": 172800,
         "PASSWORD_RESET_MAX_AGE": 3600,
         "ACCESS_TOKEN_TTL": 900,
         "REFRESH_TOKEN_TTL": 1209600,
+        # Logins (codexweb/auth/logins.py): a "Remember me" browser login lasts this many days;
+        # a refresh token rotated less than REFRESH_REUSE_GRACE seconds ago may be presented
+        # once more (two tabs refreshing at once); later it counts as stolen.
+        "REMEMBER_ME_DAYS": 30,
+        "REFRESH_REUSE_GRACE": 30,
         # Codex sessions
         "CODEX_SESSION_IDLE_TTL": 1800,
         "CODEX_SESSION_MAX_AGE": 43200,
@@ -229,6 +246,8 @@ MAIL_BACKENDS = {
     "console+file": "codexweb.mail_backends.ConsoleFileEmailBackend",
 }
 
+MAIL_QUEUES = ("worker", "thread", "manual")
+
 
 def _resolve_derived(app: Flask) -> None:
     config = app.config
@@ -241,6 +260,10 @@ def _resolve_derived(app: Flask) -> None:
         raise RuntimeError(
             f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}, not {backend!r}"
         )
+    queue = config["MAIL_QUEUE"] or ("worker" if is_production(app) else "thread")
+    if queue not in MAIL_QUEUES:
+        raise RuntimeError(f"MAIL_QUEUE must be one of {', '.join(MAIL_QUEUES)}, not {queue!r}")
+    config["MAIL_QUEUE"] = queue
     # Flask-Mailman reads MAIL_BACKEND itself: hand it the backend our name stands for.
     config["MAIL_BACKEND_NAME"] = backend
     config["MAIL_BACKEND"] = MAIL_BACKENDS[backend]
@@ -250,6 +273,8 @@ def _resolve_derived(app: Flask) -> None:
     config["COOKIE_SECURE"] = bool(secure)
     config["SESSION_COOKIE_SECURE"] = config["COOKIE_SECURE"]
     config["REMEMBER_COOKIE_SECURE"] = config["COOKIE_SECURE"]
+    # Only remembered browser logins make their session cookie permanent (outlive the browser).
+    config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=int(config["REMEMBER_ME_DAYS"]))
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
     # CSRF is enforced by our own rule (codexweb.auth.guards.enforce_csrf), not on every POST.

@@ -17,10 +17,11 @@ import contextlib
 import json
 import logging
 import traceback
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
@@ -34,8 +35,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from .auth.redaction import redact_token_paths
 from .extensions import db, limiter
-from .logging import current_request_id, emit
+from .logging import REQUEST_ID_ENVIRON, current_request_id, emit
 from .ratelimit import rate_limit_message, retry_after_seconds
 from .ratelimit_storage import storage_failed
 
@@ -261,12 +263,16 @@ def _handle_database_error(error: DBAPIError | PoolTimeout) -> Response:
 
 def _handle_unstorable_value(error: DataError) -> Response:
     # A value that passed validation but that the database refuses: a NUL character or an
-    # over-long string on PostgreSQL (SQLite stores both). The client's input, not our bug.
+    # over-long string on PostgreSQL (SQLite stores both). The client's input, not our bug:
+    # a 422 like any other refused input (JSON bodies name the field before this point).
     with contextlib.suppress(SQLAlchemyError):
         db.session.rollback()
     emit("db.value_refused", logging.WARNING, error=type(error.orig or error).__name__)
     return render_problem(
-        Problem(400, "bad_request", "The request contains a value that cannot be stored.")
+        invalid_request(
+            [{"field": "body", "message": "Contains a value that cannot be stored."}],
+            "The request contains a value that cannot be stored.",
+        )
     )
 
 
@@ -303,7 +309,70 @@ def _log_unexpected(error: Exception) -> None:
     )
 
 
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("codexweb answers with response iterables, never start_response's write")
+
+
+class FaultBarrier:
+    """The last line: an exception that escapes Flask's own handling still answers through
+    this module's rendering, with the request's `X-Request-ID`.
+
+    Flask's error handlers cover the view and the before/after hooks, not the teardown: when
+    the database connection is cut mid-request, the session's rollback at the request's end
+    raises after the response was made, and gunicorn answered its own bare `500 text/html`
+    and logged the path with its token (issue 12, finding 4). So the app's start_response is
+    held back until the app has returned: a failure before that replaces the answer whole.
+    """
+
+    def __init__(self, app: Flask, wsgi_app) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        started: list[tuple] = []
+
+        def hold(status, headers, exc_info=None):
+            started.append((status, headers, exc_info))
+            return _no_write
+
+        try:
+            body = self.wsgi_app(environ, hold)
+        except Exception as error:
+            return self._render(environ, error)(environ, start_response)
+        start_response(*started[-1])
+        return body
+
+    def _render(self, environ, error: Exception) -> Response:
+        request_id = environ.get(REQUEST_ID_ENVIRON) or uuid.uuid4().hex
+        context = self.app.request_context(environ)
+        context.push()
+        try:
+            g.request_id = request_id
+            emit(
+                "http.fault_outside_handlers",
+                logging.ERROR,
+                error=type(getattr(error, "orig", None) or error).__name__,
+                method=environ.get("REQUEST_METHOD"),
+                path=redact_token_paths(environ.get("PATH_INFO", "")),
+            )
+            if is_database_unavailable(error):
+                problem = service_unavailable()
+            else:
+                problem = Problem(
+                    500, "internal_error", "Something went wrong on our side; it has been logged."
+                )
+            response = render_problem(problem)
+        finally:
+            # This context's own teardown meets the same dead connection: let it fail quietly.
+            with contextlib.suppress(Exception):
+                context.pop()
+        response.headers["X-Request-ID"] = request_id
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+
 def init_app(app: Flask) -> None:
+    app.wsgi_app = FaultBarrier(app, app.wsgi_app)  # type: ignore[method-assign]
     app.register_error_handler(Problem, _handle_problem)
     app.register_error_handler(RateLimitExceeded, _handle_rate_limit)
     app.register_error_handler(CSRFError, _handle_csrf)

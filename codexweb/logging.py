@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, g, has_request_context, request
 
+from .auth.redaction import redact_token_paths
 from .clock import utcnow
 
 EVENTS_LOGGER = "codexweb.events"
@@ -49,6 +50,9 @@ def current_request_id() -> str | None:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a traceback is one field, and emailed tokens in paths
+    (`/reset-password/<token>`) are masked wherever a message or traceback quotes them."""
+
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "event_fields", None)
         entry: dict[str, Any] = {
@@ -61,9 +65,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         else:
             entry["logger"] = record.name
-            entry["message"] = record.getMessage()
+            entry["message"] = redact_token_paths(record.getMessage())
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_token_paths(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -75,7 +79,7 @@ class TextFormatter(logging.Formatter):
         line += f"{record.getMessage()} {extras}".rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_token_paths(line)
 
 
 class RequestIdFilter(logging.Filter):
@@ -100,9 +104,15 @@ def init_app(app: Flask) -> None:
     app.after_request(_send_request_id)
 
 
+# The request id also rides in the WSGI environ, where the fault barrier
+# (`errors.FaultBarrier`) finds it after the request context is gone.
+REQUEST_ID_ENVIRON = "codexweb.request_id"
+
+
 def _assign_request_id() -> None:
     offered = request.headers.get("X-Request-ID", "")
     g.request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request.environ[REQUEST_ID_ENVIRON] = g.request_id
 
 
 def _send_request_id(response):

@@ -162,3 +162,60 @@ class Identity(db.Model):
     email: Mapped[str | None] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Login(db.Model):
+    """One way in for one user: a browser login session or an API login.
+
+    Its refresh tokens are the family whose `family_id` is this id; its access tokens carry
+    this id; a browser's session cookie carries it too. Ending the login (`ended_at`) ends all
+    of them at once, on every host, because each request checks the row.
+    """
+
+    __tablename__ = "logins"
+    __table_args__ = (Index("ix_logins_user_live", "user_id", "ended_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("lgn"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    remember: Mapped[bool] = mapped_column(db.Boolean, nullable=False, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsedToken(db.Model):
+    """A one-time token that has been used (its SHA-256): the primary key makes "use once"
+    the database's rule, so of simultaneous uses exactly one inserts (`auth/once.py`)."""
+
+    __tablename__ = "used_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # After this the token is refused by its own expiry anyway: the row may be purged.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class MailMessage(db.Model):
+    """One email in the outbox (`codexweb/outbox.py`): what to send to whom, not the email
+    itself, so no link or token is ever stored; its status and delivery attempts."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    # None: a stand-in queued for an unknown address (same work either way); dropped unsent.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    base_url: Mapped[str] = mapped_column(String(512), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # pending -> sent | dropped | failed (given up after MAIL_MAX_ATTEMPTS)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(64))

@@ -13,27 +13,17 @@ import time
 from flask import Response, current_app, request, session
 from flask_limiter import Limiter
 
-from .auth.tokens import user_id_from_access_token
+from .auth.credentials import bearer_claim, bearer_token
 
 
 def rate_limit_key() -> str:
-    bearer = bearer_token()
-    if bearer:
-        user_id = user_id_from_access_token(bearer)
-        if user_id:
-            return f"user:{user_id}"
+    if bearer_token():
+        claim = bearer_claim()
+        if claim:
+            return f"user:{claim.user_id}"
     elif session.get("_user_id"):
         return f"user:{session['_user_id']}"
     return f"addr:{request.remote_addr or 'unknown'}"
-
-
-def bearer_token() -> str | None:
-    """The token of an `Authorization: Bearer …` header, or None."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
 
 
 def configured(key: str):

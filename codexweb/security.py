@@ -8,14 +8,17 @@ self-hosted ChatKit server (`CHATKIT_API_URL`) may answer the page's fetches.
 
 Every response also says `Vary: HX-Request`: the same URL answers a full page or a partial,
 and a shared cache or the browser's own must never hand one out for the other. HTML is
-`no-store` unless a view decided otherwise.
+`no-store` unless a view decided otherwise, and so is every other answer but static files:
+JSON under `/api/` carries a user's data or tokens (`/me`, sessions, a login's access token),
+and an error page may name the user. Views that serve something public say so themselves
+(the JWKS is `public, max-age=…`).
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 
 from .config import is_production
 
@@ -97,9 +100,9 @@ def add_security_headers(response: Response) -> Response:
     headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
     if is_production(app):
         headers.setdefault("Strict-Transport-Security", HSTS)
-    if response.mimetype == "text/html" and "Cache-Control" not in headers:
-        # Pages are per user: never stored, so the back button after logging out or a
-        # shared machine cannot show someone's sessions from a cache.
+    if "Cache-Control" not in headers and request.endpoint != "static":
+        # Pages and API answers are per user: never stored, so the back button after logging
+        # out, a shared machine or a proxy cannot show someone's data from a cache.
         headers["Cache-Control"] = "no-store"
     response.vary.add("HX-Request")
     return response

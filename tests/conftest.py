@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from codexweb import clock, create_app
 from codexweb.auth.accounts import create_user
+from codexweb.auth.logins import LOGIN_SESSION_KEY, start_login
 from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
 from codexweb.logging import EVENTS_LOGGER
@@ -77,6 +78,7 @@ def base_test_config(tmp_path, database_url: str | None = None) -> dict[str, Any
         "SECRET_KEY": "test-secret-key-not-for-production",
         "DATABASE_URL": database_url or f"sqlite:///{instance / 'test.db'}",
         "MAIL_BACKEND": "locmem",
+        "MAIL_QUEUE": "manual",  # the `outbox` fixture (or `deliver_mail`) drains it
         "MAIL_FILE_DIR": str(instance / "outbox"),
         "CHATKIT_KEYS_DIR": str(instance / "chatkit_keys"),
         "RATELIMIT_ENABLED": False,
@@ -194,11 +196,28 @@ def make_user(app) -> Callable[..., User]:
     return make
 
 
+def access_token_for(user_id: str) -> str:
+    """An access token of a fresh API login of `user_id` (inside an app context)."""
+    user = db.session.get(User, user_id)
+    login = start_login(user, "api", user_agent="pytest")
+    db.session.commit()
+    return issue_access_token(user_id, login.id)
+
+
+def browser_session_for(user_id: str) -> dict[str, Any]:
+    """What a browser's session cookie holds after logging in on the pages (inside an app
+    context): a live browser login of `user_id` and flask-login's keys."""
+    user = db.session.get(User, user_id)
+    login = start_login(user, "browser", user_agent="pytest")
+    db.session.commit()
+    return {"_user_id": user_id, "_fresh": True, LOGIN_SESSION_KEY: login.id}
+
+
 @pytest.fixture
 def auth_headers(app) -> Callable[[User], dict[str, str]]:
     def headers(user: User) -> dict[str, str]:
         with app.app_context():
-            return {"Authorization": f"Bearer {issue_access_token(user.id)}"}
+            return {"Authorization": f"Bearer {access_token_for(user.id)}"}
 
     return headers
 
@@ -216,11 +235,46 @@ def unverified_user(make_user) -> User:
 # Mail and events -------------------------------------------------------------------------
 
 
+def deliver_mail(app: Flask) -> int:
+    """Send what the mail queue holds now (tests run it with MAIL_QUEUE=manual)."""
+    from codexweb.outbox import deliver_due
+
+    with app.app_context():
+        return deliver_due()
+
+
+class DrainingOutbox(list):
+    """The locmem backend's outbox that first delivers the queue whenever it is read, so a
+    test reads mail as a user would find it in the inbox once the worker has run."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__()
+        self.app = app
+
+    def _drain(self) -> None:
+        deliver_mail(self.app)
+
+    def __getitem__(self, index):
+        self._drain()
+        return super().__getitem__(index)
+
+    def __iter__(self):
+        self._drain()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._drain()
+        return super().__len__()
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
 @pytest.fixture
 def outbox(app) -> list:
-    """Messages sent through the locmem backend during the test."""
+    """Messages sent through the locmem backend during the test (the queue delivered first)."""
     state = app.extensions["mailman"]  # the locmem backend appends to `state.outbox`
-    state.outbox = []
+    state.outbox = DrainingOutbox(app)
     return state.outbox
 
 

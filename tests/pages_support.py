@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from codexweb.codex import sessions
 from codexweb.extensions import db
 from codexweb.models import CodexSession, User
+from tests.conftest import browser_session_for
 
 PLACEMENT = "dashboard"
 AGENT = "agent_123"
@@ -28,9 +29,10 @@ class Browser:
     def __init__(self, client: FlaskClient, user: User | None = None) -> None:
         self.client = client
         if user is not None:
+            with client.application.app_context():
+                logged_in = browser_session_for(user.id)
             with client.session_transaction() as state:
-                state["_user_id"] = user.id
-                state["_fresh"] = True
+                state.update(logged_in)
         self._csrf: str | None = None
 
     def csrf(self) -> str:

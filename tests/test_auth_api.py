@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import itsdangerous
 import pytest
 
 from codexweb.auth.tokens import (
-    issue_access_token,
     issue_reset_token,
     issue_verification_token,
 )
@@ -25,9 +24,12 @@ from tests.auth_support import (
     snapshot,
     user_row,
 )
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, access_token_for
 
 PROBLEM = "application/problem+json"
+
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def assert_problem(response, status: int, code: str) -> dict:
@@ -77,7 +79,7 @@ def test_register_creates_an_unverified_user_and_mails_the_verification_link(cli
     assert message.to == ["new.person@example.com"]
     assert "http://localhost/verify-email/" in message.body
     stored = user_row(app, "new.person@example.com")
-    assert stored.password_hash.startswith("scrypt:")
+    assert stored.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert STRONG_PASSWORD not in stored.password_hash
 
 
@@ -242,19 +244,34 @@ def test_wrong_password_and_unknown_email_get_the_same_401(client, app, user):
 
 def test_an_unknown_email_still_costs_a_password_hash(client, app, user, monkeypatch):
     """Same time for both failures: the unknown email is checked against a dummy hash with
-    the same scrypt parameters as a real one."""
+    the same argon2id parameters as a real one."""
     import codexweb.auth.accounts as accounts
 
     checked = []
-    real = accounts.check_password_hash
-    monkeypatch.setattr(
-        accounts, "check_password_hash", lambda h, p: checked.append(h) or real(h, p)
-    )
+    real = accounts.hash_matches
+    monkeypatch.setattr(accounts, "hash_matches", lambda h, p: checked.append(h) or real(h, p))
     login_json(client, "nobody@example.com", TEST_PASSWORD)
     login_json(client, "owner@example.com", "a wrong password")
     unknown, wrong = checked
-    assert unknown.split("$")[0] == wrong.split("$")[0] == "scrypt:32768:8:1"
+    assert unknown.rsplit("$", 2)[0] == wrong.rsplit("$", 2)[0] == "$argon2id$v=19$m=19456,t=2,p=1"
     assert unknown != user_row(app, "owner@example.com").password_hash
+
+
+def test_an_old_scrypt_hash_is_upgraded_to_argon2id_at_the_next_login(client, app, user, events):
+    from werkzeug.security import generate_password_hash
+
+    with app.app_context():
+        row = db.session.get(User, user.id)
+        row.password_hash = generate_password_hash(TEST_PASSWORD, method="scrypt")
+        db.session.commit()
+    assert login_json(client, "owner@example.com", "a wrong password").status_code == 401
+    assert user_row(app, "owner@example.com").password_hash.startswith("scrypt:")
+
+    assert login_json(client, "owner@example.com", TEST_PASSWORD).status_code == 200
+    assert user_row(app, "owner@example.com").password_hash.startswith("$argon2id$")
+    assert login_json(client, "owner@example.com", TEST_PASSWORD).status_code == 200
+    [event] = events.named("auth.password.rehashed")
+    assert event["user_id"] == user.id
 
 
 @pytest.mark.parametrize(
@@ -298,12 +315,14 @@ def test_refresh_rotates_the_cookie_and_returns_a_new_access_token(client, app, 
     assert all(first not in row.token_hash and second not in row.token_hash for row in rows)
 
 
-def test_a_reused_refresh_token_revokes_the_whole_family(client, app, user, events):
+def test_a_reused_refresh_token_revokes_the_whole_family(client, app, user, events, frozen_clock):
+    frozen_clock(NOW)
     login_json(client, "owner@example.com", TEST_PASSWORD)
     stolen = refresh_cookie(client)
     assert client.post("/api/auth/refresh").status_code == 200
     legitimate = refresh_cookie(client)
 
+    frozen_clock(NOW + timedelta(seconds=31))  # past the grace for two tabs refreshing at once
     client.set_cookie("refresh_token", stolen, path="/api/auth")
     reused = client.post("/api/auth/refresh")
     assert_problem(reused, 401, "authentication_required")
@@ -316,12 +335,14 @@ def test_a_reused_refresh_token_revokes_the_whole_family(client, app, user, even
     assert event["user_id"] == user.id
 
 
-def test_another_login_family_survives_a_reuse_elsewhere(app, user):
+def test_another_login_family_survives_a_reuse_elsewhere(app, user, frozen_clock):
+    frozen_clock(NOW)
     laptop, phone = app.test_client(), app.test_client()
     login_json(laptop, "owner@example.com", TEST_PASSWORD)
     login_json(phone, "owner@example.com", TEST_PASSWORD)
     stolen = refresh_cookie(laptop)
     laptop.post("/api/auth/refresh")
+    frozen_clock(NOW + timedelta(seconds=31))
     laptop.set_cookie("refresh_token", stolen, path="/api/auth")
     assert laptop.post("/api/auth/refresh").status_code == 401
     assert phone.post("/api/auth/refresh").status_code == 200
@@ -396,7 +417,7 @@ def test_me_with_a_tampered_access_token_is_401(client, user, auth_headers):
 
 def test_me_with_an_expired_access_token_is_401(client, app, user, monkeypatch):
     with issued_in_the_past(monkeypatch, 901):
-        token = token_for(app, issue_access_token, user.id)
+        token = token_for(app, access_token_for, user.id)
     response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
     assert_problem(response, 401, "authentication_required")
 
@@ -448,7 +469,7 @@ def _bad_verification_tokens(app, user):
         "tampered": good[:-3] + ("abc" if not good.endswith("abc") else "xyz"),
         "garbage": "not-a-token",
         "reset token": token_for(app, issue_reset_token, user.id, "hash"),
-        "access token": token_for(app, issue_access_token, user.id),
+        "access token": token_for(app, access_token_for, user.id),
         "other address": token_for(app, issue_verification_token, user.id, "old@example.com"),
         "unknown user": token_for(app, issue_verification_token, "usr_gone", user.email),
     }
@@ -607,21 +628,22 @@ def test_a_reset_verifies_an_unverified_address(client, app, unverified_user, ou
     assert response.get_json()["user"]["email_verified"] is True
 
 
-def test_of_two_racing_refreshes_with_one_token_only_one_rotates(client, app, user, monkeypatch):
-    """The loser of the race read the token before the winner rotated it: the conditional
-    UPDATE finds it rotated and treats the second use as reuse."""
-    import codexweb.auth.accounts as accounts
+def test_of_two_racing_refreshes_the_loser_gets_a_sibling_within_the_grace(
+    client, app, user, monkeypatch
+):
+    """The loser read the token before the winner rotated it: the conditional UPDATE finds it
+    rotated a moment ago, which is two tabs, not a thief. Both stay logged in."""
+    import codexweb.auth.logins as logins
 
     login_json(client, "owner@example.com", TEST_PASSWORD)
     raw = refresh_cookie(client)
     with app.app_context():
-        stale = accounts._find_refresh(raw)  # read by the loser, before the winner commits
+        stale = logins._find_refresh(raw)  # read by the loser, before the winner commits
         db.session.expunge(stale)
     assert client.post("/api/auth/refresh").status_code == 200  # the winner
-    monkeypatch.setattr(
-        accounts, "_find_refresh", lambda value: db.session.merge(stale, load=False)
-    )
-    with app.test_request_context(), pytest.raises(accounts.AccountError) as error:
-        accounts.rotate_refresh_token(raw)
-    assert error.value.code == "refresh_reused"
-    assert all(row.revoked_at is not None for row in refresh_rows(app, user.id))
+    monkeypatch.setattr(logins, "_find_refresh", lambda value: db.session.merge(stale, load=False))
+    with app.test_request_context():
+        grant = logins.rotate_refresh_token(raw)
+    assert grant.login_id == stale.family_id
+    rows = refresh_rows(app, user.id)
+    assert len(rows) == 3 and all(row.revoked_at is None for row in rows)

@@ -10,7 +10,7 @@ from tests.auth_support import (
     link_token,
     login_json,
 )
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, DrainingOutbox
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_an_unverified_bearer_is_403_email_not_verified(gated_app, make_user):
 
 
 def test_verifying_opens_the_gate_for_the_same_access_token(gated_app):
-    outbox = gated_app.extensions["mailman"].outbox = []
+    outbox = gated_app.extensions["mailman"].outbox = DrainingOutbox(gated_app)
     client = gated_app.test_client()
     client.post("/api/auth/register", json={"email": "new@example.com", "password": TEST_PASSWORD})
     token = login_json(client, "new@example.com", TEST_PASSWORD).get_json()["access_token"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 
 import httpx
 import pytest
@@ -14,10 +15,15 @@ from tests.servers import serve_gunicorn
 pytestmark = pytest.mark.slow
 
 
-def read_outbox(server) -> list:
+def read_outbox(server, count: int) -> list:
+    """The first `count` messages, once the worker's mail thread has delivered them."""
+    outbox = server.instance_path / "outbox"
+    deadline = time.monotonic() + 20
+    while len(list(outbox.glob("*.eml"))) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
     return [
         email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        for path in sorted((server.instance_path / "outbox").glob("*.eml"))
+        for path in sorted(outbox.glob("*.eml"))
     ]
 
 
@@ -38,7 +44,7 @@ def test_register_verify_login_refresh_logout_under_gunicorn(tmp_path):
         assert registered.headers["location"] == "/verify-email"
         assert "Verify your email" in browser.get("/verify-email").text
 
-        [message] = read_outbox(server)
+        [message] = read_outbox(server, 1)
         assert message["To"] == "gunicorn@example.com"
         plain = message.get_body(("plain",)).get_content()
         assert "http://127.0.0.1/verify-email/" in plain  # PUBLIC_BASE_URL of the test server

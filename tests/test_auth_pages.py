@@ -419,9 +419,12 @@ def test_a_reset_elsewhere_ends_every_browser_session(app, user, outbox):
     assert phone.get("/api/auth/me").status_code == 401
 
 
-def test_a_session_bound_to_another_password_logs_nobody_in(client, user):
+def test_a_session_cookie_without_a_live_login_logs_nobody_in(client, user):
+    """A cookie from before logins existed (or forged without one) names no login to end."""
     with client.session_transaction() as session:
         session["_user_id"] = user.id
         session["_fresh"] = True
-        session["_login_binding"] = "0123456789abcdef"
+    assert client.get("/api/auth/me").status_code == 401
+    with client.session_transaction() as session:
+        session["_login_id"] = "lgn_never_issued"
     assert client.get("/api/auth/me").status_code == 401

@@ -179,7 +179,7 @@ def test_limits_count_per_address(limited_app):
     other = limited_app.test_client()
     response = other.post(
         "/api/auth/login",
-        json={"email": "owner@example.com", "password": TEST_PASSWORD},
+        json={"email": "someone-else@example.com", "password": TEST_PASSWORD},
         environ_base={"REMOTE_ADDR": "192.0.2.7"},
     )
     assert response.status_code == 401  # not 429: another address has its own budget
@@ -281,3 +281,73 @@ def test_the_login_budget_does_not_forgive(limited_app):
     for _ in range(2):
         assert client.post("/api/auth/login", json={"email": "", "password": ""}).status_code == 422
     assert_rate_limited(client.post("/api/auth/login", json=WRONG), 60, SIGN_IN)
+
+
+# Keyed on the target account and the client address, never on the caller ----------------
+
+
+def test_other_accounts_bearer_tokens_buy_no_extra_guesses_at_one_account(
+    limited_app, make_user_on_limited
+):
+    """Issue 12, finding 5: each Bearer token of another account used to reset the budget."""
+    make_user_on_limited("owner@example.com")
+    attackers = [make_user_on_limited(f"attacker{i}@example.com") for i in range(4)]
+    answers = [
+        limited_app.test_client()
+        .post("/api/auth/login", json=WRONG, headers={"Authorization": f"Bearer {token}"})
+        .status_code
+        for token in attackers
+    ]
+    assert answers == [401, 401, 429, 429]
+
+
+def test_many_addresses_buy_no_extra_guesses_at_one_account(limited_app, make_user_on_limited):
+    make_user_on_limited("owner@example.com")
+    answers = [
+        limited_app.test_client()
+        .post("/api/auth/login", json=WRONG, environ_base={"REMOTE_ADDR": f"10.0.0.{i}"})
+        .status_code
+        for i in range(1, 5)
+    ]
+    assert answers == [401, 401, 429, 429]
+
+
+def test_one_address_gets_no_extra_guesses_by_switching_accounts(limited_app):
+    client = limited_app.test_client()
+    answers = [
+        client.post(
+            "/api/auth/login", json={"email": f"someone{i}@example.com", "password": "guess"}
+        ).status_code
+        for i in range(3)
+    ]
+    assert answers == [401, 401, 429]
+
+
+def test_the_targeted_account_still_logs_in_from_its_own_address_limit(limited_app):
+    """An attack from elsewhere exhausts the account's budget; that is the price of
+    not letting a crowd guess: the owner waits a minute like the attacker."""
+    for i in range(2):
+        limited_app.test_client().post(
+            "/api/auth/login", json=WRONG, environ_base={"REMOTE_ADDR": f"10.0.1.{i}"}
+        )
+    owner = limited_app.test_client().post(
+        "/api/auth/login", json={"email": "owner@example.com", "password": TEST_PASSWORD}
+    )
+    assert owner.status_code == 429
+
+
+@pytest.fixture
+def make_user_on_limited(limited_app):
+    """Create a verified user on the limited app; returns an access token of theirs."""
+    from tests.conftest import access_token_for
+
+    def make(email: str) -> str:
+        from codexweb.auth.accounts import create_user
+        from codexweb.extensions import db
+
+        with limited_app.app_context():
+            user = create_user(email, TEST_PASSWORD, verified=True)
+            db.session.commit()
+            return access_token_for(user.id)
+
+    return make

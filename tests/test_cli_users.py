@@ -70,7 +70,7 @@ def test_the_password_is_required(runner, app):
 def test_the_password_is_stored_hashed(runner, app):
     create(runner, "hash@example.com", "--password", "seeded passphrase")
     stored = user_row(app, "hash@example.com").password_hash
-    assert stored.startswith("scrypt:")
+    assert stored.startswith("$argon2id$")
     assert "seeded passphrase" not in stored
 
 

@@ -15,6 +15,7 @@ from tests.codex_support import (
     new_session,
     snapshot,
 )
+from tests.conftest import browser_session_for
 
 ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -759,8 +760,9 @@ def test_cookie_posts_need_a_csrf_token(app, client, user):
     with app.test_request_context():
         token = generate_csrf()
         csrf_secret = cookie_session["csrf_token"]
+        logged_in = browser_session_for(user.id)
     with client.session_transaction() as browser:
-        browser.update({"_user_id": user.id, "_fresh": True, "csrf_token": csrf_secret})
+        browser.update({**logged_in, "csrf_token": csrf_secret})
 
     body = {"placement": PLACEMENT, "agent_id": AGENT}
     refused = client.post("/api/codex/sessions", json=body)

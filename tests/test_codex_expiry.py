@@ -240,13 +240,13 @@ def test_activity_within_the_touch_interval_is_written_once(app, client, owner, 
 
 
 def test_a_touch_interval_of_zero_writes_every_activity(app_factory, make_user, frozen_clock):
-    from codexweb.auth.tokens import issue_access_token
+    from tests.conftest import access_token_for
 
     app = app_factory(CODEX_SESSION_TOUCH_INTERVAL=0, CODEX_SESSION_IDLE_TTL=600)
     client = app.test_client()
     user = make_user()
     with app.app_context():
-        headers = {"Authorization": f"Bearer {issue_access_token(user.id)}"}
+        headers = {"Authorization": f"Bearer {access_token_for(user.id)}"}
     frozen_clock(at(0))
     sid = new_session(client, headers)["session_id"]
     frozen_clock(at(0) + timedelta(seconds=10))

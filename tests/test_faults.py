@@ -18,8 +18,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
+from tests.conftest import access_token_for
 from tests.servers import serve_gunicorn, spread_over_workers
 from tests.tcp_proxy import tcp_proxy
 
@@ -76,14 +76,17 @@ def test_disconnect_errors_are_503_unavailable(app, error, events):
     assert len(events.named("db.unavailable")) == 1
 
 
-def test_a_value_the_database_refuses_is_a_400_that_leaks_nothing(app, events):
+def test_a_value_the_database_refuses_is_a_422_that_leaks_nothing(app, events):
     @app.get("/api/_fault")
     def _fault():
         raise driver_error(DataError)
 
     response = app.test_client().get("/api/_fault")
-    assert response.status_code == 400
-    assert response.get_json()["code"] == "bad_request"
+    assert response.status_code == 422
+    assert response.get_json()["code"] == "invalid_request"
+    assert response.get_json()["errors"] == [
+        {"field": "body", "message": "Contains a value that cannot be stored."}
+    ]
     assert "select" not in response.get_data(as_text=True).lower()
     assert len(events.named("db.value_refused")) == 1
 
@@ -121,7 +124,7 @@ def test_database_outage_gives_503_and_the_app_recovers_by_itself(
         user_id = make_user_on(app)
         client = app.test_client()
         with app.app_context():
-            bearer = {"Authorization": f"Bearer {issue_access_token(user_id)}"}
+            bearer = {"Authorization": f"Bearer {access_token_for(user_id)}"}
 
         assert client.get("/healthz").status_code == 200
         assert client.get("/api/auth/me", headers=bearer).status_code == 200
@@ -177,7 +180,7 @@ def test_gunicorn_workers_answer_503_during_an_outage_and_recover(
             )
             user_id = make_user_on(seeding)
             with seeding.app_context():
-                bearer = {"Authorization": f"Bearer {issue_access_token(user_id)}"}
+                bearer = {"Authorization": f"Bearer {access_token_for(user_id)}"}
             # Every worker holds a pooled connection before the outage.
             before = spread_over_workers(server.url, "/healthz", workers=workers, rounds=2)
             assert [r.status for r in before] == [200] * 4

@@ -140,3 +140,92 @@ def test_a_killed_worker_loses_only_its_own_request(server):
     assert load.other_statuses == []
     assert set(load.acknowledged) <= stored_emails(server)
     assert "database is locked" not in server.log()
+
+
+def test_connections_cut_under_load_answer_through_the_app_and_leak_no_token(
+    tmp_path, app_factory, postgres_database
+):
+    """Issue 12, finding 4: pg_terminate_backend under load gave gunicorn's bare 500 without
+    X-Request-ID, multi-line tracebacks and a live reset token in the log."""
+    from codexweb.auth.accounts import create_user
+    from codexweb.auth.tokens import issue_reset_token
+    from codexweb.extensions import db
+
+    env = {"CODEXWEB_DATABASE_URL": postgres_database, "CODEXWEB_RATELIMIT_ENABLED": "false"}
+    with serve_gunicorn(tmp_path, workers=2, env=env) as server:
+        seeding = app_factory(
+            DATABASE_URL=postgres_database, SECRET_KEY=server.env["CODEXWEB_SECRET_KEY"]
+        )
+        with seeding.app_context():
+            user = create_user("cut@example.com", PASSWORD, verified=True)
+            db.session.commit()
+            token = issue_reset_token(user.id, user.password_hash)
+        answers: list[tuple[int, str | None]] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                while not stop.is_set():
+                    for path in (f"/reset-password/{token}", "/api/auth/me", "/healthz"):
+                        try:
+                            response = client.get(path)
+                        except httpx.TransportError:
+                            continue
+                        answers.append((response.status_code, response.headers.get("x-request-id")))
+
+        threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        killer = create_engine(postgres_database, poolclass=NullPool)
+        try:
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                with killer.connect() as connection:
+                    connection.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            killer.dispose()
+        log = server.log()
+
+    assert len(answers) > 50
+    assert all(request_id for _, request_id in answers), "an answer without X-Request-ID"
+    assert {status for status, _ in answers} <= {200, 401, 503}
+    assert token not in log
+    for line in log.splitlines():
+        if line.strip():
+            assert isinstance(json.loads(line), dict), line
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_under_gunicorn(server):
+    """Issue 12, finding 8: gunicorn hands the app a chunked body without Content-Length;
+    past MAX_CONTENT_LENGTH it used to be cut to 1 MiB and accepted."""
+    padding = "x" * (1024 * 1024)
+    body = json.dumps({"email": "owner@example.com", "padding": padding}).encode()
+
+    def chunks():
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post(
+            "/api/auth/password/forgot",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        small = client.post(
+            "/api/auth/password/forgot",
+            content=iter([b'{"email": ', b'"owner@example.com"}']),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    assert response.headers["x-request-id"]
+    assert small.status_code == 202

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from codexweb import create_app
-from codexweb.auth.tokens import issue_access_token
 from codexweb.models import User
+from tests.conftest import access_token_for as api_login_token
 from tests.hosted_support import AGENT, API_KEY, PLACEMENT, WORKFLOW
 from tests.servers import REPO, VENV_BIN, serve_gunicorn
 from tests.upstream_server import FakeChatKit
@@ -47,7 +47,7 @@ def access_token_for(env: dict[str, str], email: str) -> str:
         from codexweb.extensions import db
 
         user = db.session.query(User).filter_by(email=email).one()
-        return issue_access_token(user.id)
+        return api_login_token(user.id)
 
 
 def test_tokens_from_both_workers_are_recorded_and_cancelled_on_close(tmp_path):

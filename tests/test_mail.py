@@ -1,4 +1,5 @@
-"""Accounts email through every backend: locmem, file, console+file and a real SMTP server."""
+"""Accounts email through the mail queue and every backend: locmem, file, console+file and a
+real SMTP server, including one that hangs (issue 12, finding 9)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.auth_support import (
     login_json,
     user_row,
 )
+from tests.conftest import deliver_mail
 from tests.servers import free_port
 
 REGISTER = {"email": "mail@example.com", "password": STRONG_PASSWORD}
@@ -55,6 +57,7 @@ def test_links_use_the_request_host_without_public_base_url(app_factory):
     app.test_client().post(
         "/api/auth/register", json=REGISTER, base_url="https://codex.example.org:8443"
     )
+    deliver_mail(app)
     assert "https://codex.example.org:8443/verify-email/" in outbox[0].body
 
 
@@ -62,6 +65,7 @@ def test_public_base_url_wins_over_the_request_host(app_factory):
     app = app_factory(PUBLIC_BASE_URL="https://codex.example.com/")
     outbox = app.extensions["mailman"].outbox = []
     app.test_client().post("/api/auth/register", json=REGISTER, base_url="http://internal:5000")
+    deliver_mail(app)
     assert "https://codex.example.com/verify-email/" in outbox[0].body
 
 
@@ -71,6 +75,7 @@ def test_the_file_backend_writes_one_eml_per_message(app_factory, tmp_path):
     client = app.test_client()
     client.post("/api/auth/register", json=REGISTER)
     client.post("/api/auth/password/forgot", json={"email": REGISTER["email"]})
+    assert deliver_mail(app) == 2
     files = sorted(outbox_dir.glob("*.eml"))
     assert len(files) == 2
     messages = [
@@ -90,6 +95,7 @@ def test_the_dev_default_prints_and_keeps_a_copy(app_factory, tmp_path, capsys):
     outbox_dir = tmp_path / "dev-outbox"
     app = app_factory(MAIL_BACKEND="console+file", MAIL_FILE_DIR=str(outbox_dir))
     app.test_client().post("/api/auth/register", json=REGISTER)
+    deliver_mail(app)
     printed = capsys.readouterr().out
     assert "Subject: Verify your email address for codexweb" in printed
     assert "/verify-email/" in printed
@@ -130,6 +136,8 @@ def test_a_real_message_through_smtp(app_factory, smtp_server):
     )
     client = app.test_client()
     assert client.post("/api/auth/register", json=REGISTER).status_code == 201
+    assert collector.envelopes == []  # the request only queued it
+    assert deliver_mail(app) == 1
 
     [envelope] = collector.envelopes
     assert envelope.rcpt_tos == ["mail@example.com"]
@@ -145,7 +153,7 @@ def test_a_real_message_through_smtp(app_factory, smtp_server):
     assert verified.get_json()["user"]["email_verified"] is True
 
 
-def test_a_mail_failure_on_register_keeps_the_account(app_factory, events):
+def test_a_mail_failure_on_register_keeps_the_account_and_retries(app_factory, events):
     closed_port = free_port()  # nothing listens there
     app = app_factory(
         MAIL_BACKEND="smtp", MAIL_SERVER="127.0.0.1", MAIL_PORT=closed_port, MAIL_TIMEOUT=2
@@ -153,11 +161,13 @@ def test_a_mail_failure_on_register_keeps_the_account(app_factory, events):
     client = app.test_client()
     response = client.post("/api/auth/register", json=REGISTER)
     assert response.status_code == 201
+    assert deliver_mail(app) == 0
     assert user_row(app, "mail@example.com") is not None
     [failure] = events.named("auth.email.send_failed")
     assert failure["kind"] == "verification"
     assert failure["user_id"] == response.get_json()["user"]["id"]
     assert failure["error"] == "ConnectionRefusedError"
+    assert failure["attempts"] == 1
     assert events.named("auth.email.verification_sent") == []
     # The account works: the user can log in and ask for another email later.
     assert login_json(client, "mail@example.com", STRONG_PASSWORD).status_code == 200
@@ -177,4 +187,5 @@ def test_a_mail_failure_on_forgot_password_is_still_202(app_factory, events):
         "/api/auth/password/forgot", json={"email": "owner@example.com"}
     )
     assert response.status_code == 202
+    deliver_mail(app)
     assert events.named("auth.email.send_failed")[0]["kind"] == "password_reset"

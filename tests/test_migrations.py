@@ -18,7 +18,16 @@ from tests.servers import REPO, VENV_BIN, codexweb_env
 
 pytestmark = pytest.mark.slow
 
-TABLES = {"users", "refresh_tokens", "codex_sessions", "chatkit_sessions", "identities"}
+TABLES = {
+    "users",
+    "refresh_tokens",
+    "codex_sessions",
+    "chatkit_sessions",
+    "logins",
+    "used_tokens",
+    "mail_outbox",
+    "identities",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -411,9 +411,9 @@ def test_the_page_and_the_api_share_one_session_create_budget(app_factory):
     app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_SESSION_CREATE="1/minute")
     owner = user_in(app, "shared@example.com", verified=True)
     with app.app_context():
-        from codexweb.auth.tokens import issue_access_token
+        from tests.conftest import access_token_for
 
-        bearer = {"Authorization": f"Bearer {issue_access_token(owner.id)}"}
+        bearer = {"Authorization": f"Bearer {access_token_for(owner.id)}"}
     browser = Browser(app.test_client(), owner)
     created = app.test_client().post(
         "/api/codex/sessions", json={"agent_id": AGENT, "placement": PLACEMENT}, headers=bearer

@@ -62,6 +62,7 @@ EXERCISED = {
     "keys rotate": "test_operator_walkthrough",
     "keys list": "test_operator_walkthrough",
     "sessions purge-expired": "test_operator_walkthrough",
+    "mail worker": "tests/test_mail_queue.py (--once; the loop is the thread mode's)",
 }
 
 

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from codexweb.auth.accounts import create_user
-from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
+from tests.conftest import access_token_for
 from tests.servers import RawRequest, serve_gunicorn, spread_over_workers
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def bearers(app_factory, postgres_database, server):
                 for i in range(count)
             ]
             db.session.commit()
-            return [{"Authorization": f"Bearer {issue_access_token(u.id)}"} for u in users]
+            return [{"Authorization": f"Bearer {access_token_for(u.id)}"} for u in users]
 
     return make
 

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from codexweb.auth.accounts import create_user
-from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
+from tests.conftest import access_token_for
 from tests.servers import RawRequest, serve_gunicorn, spread_over_workers
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_many_clients_opening_using_and_closing_sessions_never_lock(server, app_
     with seeding.app_context():
         users = [create_user(f"c{i}@example.com", PASSWORD, verified=True) for i in range(12)]
         db.session.commit()
-        bearers = [{"Authorization": f"Bearer {issue_access_token(u.id)}"} for u in users]
+        bearers = [{"Authorization": f"Bearer {access_token_for(u.id)}"} for u in users]
 
     def client_cycles(headers: dict[str, str]) -> list[int]:
         statuses = []

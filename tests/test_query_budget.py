@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert
 
-from codexweb.auth.tokens import issue_access_token
 from codexweb.clock import utcnow
 from codexweb.extensions import db
 from codexweb.models import ChatKitSession, CodexSession, User
 from tests.codex_support import AGENT, PLACEMENT, new_session
+from tests.conftest import access_token_for, browser_session_for
 
 # Statements per request, counted after the first call (which may create the ChatKit record
 # and load the signing key). Raise a budget only with a reason in the commit.
@@ -112,7 +112,7 @@ def add_history(client, headers, closed: int) -> None:
 def make_caller(app, make_user_fn, email: str, history: int = 0) -> Caller:
     user = make_user_fn(email)
     with app.app_context():
-        headers = {"Authorization": f"Bearer {issue_access_token(user.id)}"}
+        headers = {"Authorization": f"Bearer {access_token_for(user.id)}"}
     client = app.test_client()
     add_history(client, headers, history)
     session = new_session(client, headers)
@@ -130,9 +130,10 @@ class HotPath:
     def client(self, app, caller: Caller):
         client = app.test_client()
         if self.cookie:
+            with app.app_context():
+                logged_in = browser_session_for(caller.user_id)
             with client.session_transaction() as session:
-                session["_user_id"] = caller.user_id  # what flask-login keeps after a login
-                session["_fresh"] = True
+                session.update(logged_in)
         return client
 
     def headers_for(self, caller: Caller) -> dict[str, str]:

@@ -21,7 +21,7 @@ from codexweb.auth.sso import SsoError
 from codexweb.extensions import db
 from codexweb.models import Identity
 from tests.auth_support import form_csrf_token, meta_csrf_token
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, DrainingOutbox
 from tests.servers import free_port
 
 pytestmark = pytest.mark.services
@@ -151,7 +151,7 @@ def test_unvouched_address_gets_an_unverified_account_and_the_usual_mail(
     sso_app, oidc_provider, account
 ):
     app = sso_app()
-    outbox = app.extensions["mailman"].outbox = []
+    outbox = app.extensions["mailman"].outbox = DrainingOutbox(app)
     client = app.test_client()
     sign_in(client, oidc_provider, account("bob@corp.example", verified=False))
     assert client.get("/api/auth/me").get_json()["user"]["email_verified"] is False

@@ -11,17 +11,12 @@ from flask import Blueprint, Response, jsonify
 from ..bodies import parse_body
 from ..clock import isoformat
 from ..errors import Problem, render_problem
-from . import accounts
-from .accounts import AccessGrant, AccountError
-from .cookies import (
-    clear_refresh_cookie,
-    end_login_session,
-    refresh_cookie_value,
-    remembered_family,
-    set_refresh_cookie,
-)
+from . import accounts, logins
+from .accounts import AccountError
+from .cookies import clear_refresh_cookie, refresh_cookie_value, set_refresh_cookie
 from .guards import authentication_required, current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .logins import AccessGrant, RefreshRefused
 from .password_login import password_login_required
 from .schemas import (
     EmailBody,
@@ -47,8 +42,6 @@ _TOKEN_DETAILS = {
 
 
 def account_problem(error: AccountError) -> Problem:
-    if error.code in ("refresh_invalid", "refresh_reused"):
-        return authentication_required("The refresh token is invalid, expired or revoked.")
     status, code, detail = _ACCOUNT_PROBLEMS[error.code]
     return Problem(status, code, detail)
 
@@ -93,38 +86,36 @@ def login():
         user = accounts.authenticate(body.email, body.password)
     except AccountError as error:
         raise account_problem(error) from None
-    grant = accounts.start_refresh_family(user, via="api")
+    return _granted(logins.log_in_api(user))
+
+
+def _granted(grant: AccessGrant) -> Response:
     response = jsonify(grant_json(grant))
-    set_refresh_cookie(response, grant)
+    set_refresh_cookie(response, grant.refresh_token, persistent=grant.persistent)
     return response
 
 
 @bp.post("/refresh")
 def refresh():
     try:
-        grant = accounts.rotate_refresh_token(refresh_cookie_value())
-    except AccountError as error:
+        grant = logins.rotate_refresh_token(refresh_cookie_value())
+    except RefreshRefused:
         # The cookie is dead either way: tell the browser to drop it.
-        response = render_problem(account_problem(error))
+        response = render_problem(
+            authentication_required("The refresh token is invalid, expired or revoked.")
+        )
         clear_refresh_cookie(response)
         return response
-    response = jsonify(grant_json(grant))
-    set_refresh_cookie(response, grant)
-    return response
+    return _granted(grant)
 
 
 @bp.post("/logout")
 def logout():
-    try:
-        user = current_request_user()
-    except Problem:
-        user = None  # an expired access token must not stop anyone from logging out
-    accounts.log_out(
-        user_id=user.id if user else None,
-        refresh_token=refresh_cookie_value(),
-        family_id=remembered_family(),
-    )
-    end_login_session()
+    """End this login: the one of the refresh cookie, the Bearer token or the session cookie.
+
+    An expired or ended access token must not stop anyone from logging out: it is ignored.
+    """
+    logins.log_out(refresh_token=refresh_cookie_value())
     response = Response(status=204)
     clear_refresh_cookie(response)
     return response

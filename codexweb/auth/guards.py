@@ -12,14 +12,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
-from flask import current_app, g, request
-from flask_login import current_user
+from flask import current_app, request
 
 from ..errors import Problem
-from ..extensions import csrf, db
+from ..extensions import csrf
 from ..models import User
-from ..ratelimit import bearer_token
-from .tokens import user_id_from_access_token
+from .credentials import bearer_token, forget_credentials
+from .logins import CallerRefused, forget_caller, request_caller
 
 F = TypeVar("F", bound=Callable)
 
@@ -36,8 +35,6 @@ CROSS_SITE_FORM_TYPES = frozenset(
     {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
 )
 
-_UNRESOLVED = object()
-
 
 def authentication_required(
     detail: str = "Log in to continue.", challenge: str = "Bearer"
@@ -46,37 +43,22 @@ def authentication_required(
 
 
 def forget_previous_user() -> None:
-    """Resolve each request's user afresh (a before_request hook).
-
-    `g` belongs to the app context, which can outlive a request: pytest-flask keeps one open
-    across every request of a test, and flask-login memoises `g._login_user` there too.
-    """
-    g.pop("_codexweb_user", None)
-    g.pop("_login_user", None)
+    """Resolve each request's credentials and caller afresh (a before_request hook)."""
+    forget_credentials()
+    forget_caller()
 
 
 def current_request_user() -> User | None:
-    """The user of this request (Bearer first, then the login session), memoised per request."""
-    user = g.get("_codexweb_user", _UNRESOLVED)
-    if user is _UNRESOLVED:
-        user = _resolve_user()
-        g._codexweb_user = user
-    return user
+    """The user of this request (Bearer first, then the login session), memoised per request.
 
-
-def _resolve_user() -> User | None:
-    token = bearer_token()
-    if token is not None:
-        user_id = user_id_from_access_token(token)
-        user = db.session.get(User, user_id) if user_id else None
-        if user is None or user.disabled_at is not None:
-            raise authentication_required(
-                "The access token is invalid or expired.", 'Bearer error="invalid_token"'
-            )
-        return user
-    if current_user.is_authenticated:
-        return current_user._get_current_object()
-    return None
+    A Bearer token that is bad, expired or names an ended login is a 401.
+    """
+    try:
+        return request_caller()
+    except CallerRefused:
+        raise authentication_required(
+            "The access token is invalid or expired.", 'Bearer error="invalid_token"'
+        ) from None
 
 
 def require_user(view: F) -> F:

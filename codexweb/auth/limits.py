@@ -2,7 +2,14 @@
 
 Each limit is one flask-limiter scope used by both doors, so a client cannot double its login
 budget by alternating between `/api/auth/login` and `/login`. Values are read from config at
-request time (`RATELIMIT_*`), counted per user when logged in and per address otherwise.
+request time (`RATELIMIT_*`).
+
+Logging in and resetting a password count twice: per **target account** (the email the
+request names) and per **client address**, never per caller identity. Counting per caller
+let each Bearer token of another account buy a fresh budget of guesses at the same victim
+(issue 12, finding 5); now neither a crowd of accounts nor a crowd of addresses multiplies
+the guesses at one account. Registering and resending stay per user when logged in, per
+address otherwise.
 
 Register, resend and reset forgive typos (CONTRACT.md §5): an answer of 422 (input refused as
 invalid, by the API or a page's form) costs no attempt. Login does not: a wrong password is
@@ -12,22 +19,64 @@ speaks for itself instead of blaming Codex.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from flask import request
+
 from ..extensions import limiter
 from ..ratelimit import configured, counts_unless_invalid, describe_limited_action
+from .accounts import normalise_email
+from .tokens import fingerprint
 
 
-def _account_limit(key: str, scope: str, action: str, *, forgiving: bool):
+def client_address_key() -> str:
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def target_account_key() -> str:
+    """The account a login or reset request aims at (by the email it names, hashed so no
+    address reaches the limit storage); the client address when it names none."""
+    email = _named_email()
+    return f"account:{fingerprint(normalise_email(email))}" if email else client_address_key()
+
+
+def _named_email() -> str | None:
+    data = request.get_json(silent=True) if request.is_json else request.form
+    email = data.get("email") if hasattr(data, "get") else None
+    return email if isinstance(email, str) and email.strip() else None
+
+
+def _account_limit(
+    key: str, scope: str, action: str, *, forgiving: bool, key_func: Callable | None = None
+) -> Callable:
     describe_limited_action(scope, action)
     return limiter.shared_limit(
         configured(key),
         scope=scope,
+        key_func=key_func,
         methods=["POST"],
         deduct_when=counts_unless_invalid if forgiving else None,
     )
 
 
-login_limit = _account_limit(
+def _per_account_and_address(key: str, scope: str, action: str, *, forgiving: bool) -> Callable:
+    per_account = _account_limit(
+        key, f"{scope}-account", action, forgiving=forgiving, key_func=target_account_key
+    )
+    per_address = _account_limit(
+        key, f"{scope}-address", action, forgiving=forgiving, key_func=client_address_key
+    )
+    return lambda view: per_address(per_account(view))
+
+
+login_limit = _per_account_and_address(
     "RATELIMIT_LOGIN", "auth-login", "Too many sign-in attempts.", forgiving=False
+)
+password_reset_limit = _per_account_and_address(
+    "RATELIMIT_PASSWORD_RESET",
+    "auth-password-reset",
+    "Too many password reset requests.",
+    forgiving=True,
 )
 register_limit = _account_limit(
     "RATELIMIT_REGISTER", "auth-register", "Too many sign-up attempts.", forgiving=True
@@ -36,11 +85,5 @@ resend_limit = _account_limit(
     "RATELIMIT_RESEND",
     "auth-resend",
     "Too many verification emails asked for.",
-    forgiving=True,
-)
-password_reset_limit = _account_limit(
-    "RATELIMIT_PASSWORD_RESET",
-    "auth-password-reset",
-    "Too many password reset requests.",
     forgiving=True,
 )

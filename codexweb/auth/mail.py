@@ -1,21 +1,22 @@
-"""The accounts emails: verification and password reset, sent through Flask-Mailman.
+"""The accounts emails: verification and password reset, through the mail queue.
 
-Each email has a plain-text and an HTML body rendered from `templates/email/`. Links start
-with `PUBLIC_BASE_URL` (or, when it is unset, the URL the request came in on). A failure to
-send is logged as `auth.email.send_failed` and reported as False: it never undoes the
-account change that triggered it. Events carry the user id and the kind of email, never the
-link or the token.
+The request only queues (`queue_verification`, `queue_password_reset`) in its own
+transaction; `codexweb.outbox` builds and sends the message later with the renderers below,
+minting the link's token at that moment. Each email has a plain-text and an HTML body
+rendered from `templates/email/`. Links start with `PUBLIC_BASE_URL` (or, when it is unset,
+the URL the request came in on, remembered in the queued row). Events carry the user id and
+the kind of email, never the link or the token.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from flask import current_app, has_request_context, render_template, request
 from flask_mailman import EmailMultiAlternatives
 
-from ..logging import emit
 from ..models import User
+from ..outbox import enqueue, renderer
 from .tokens import issue_reset_token, issue_verification_token
 
 
@@ -28,37 +29,47 @@ def public_base_url() -> str:
     return "http://127.0.0.1:5000"
 
 
-def send_verification_email(user: User) -> bool:
+def queue_verification(user: User | None) -> None:
+    """Queue a verification email (None: a stand-in for an address we do not tell about)."""
+    enqueue("verification", user, public_base_url())
+
+
+def queue_password_reset(user: User | None) -> None:
+    """Queue a reset email (None: a stand-in for an unknown address, dropped unsent)."""
+    enqueue("password_reset", user, public_base_url())
+
+
+@renderer("verification")
+def _verification_email(
+    user: User, base_url: str, params: dict[str, Any]
+) -> EmailMultiAlternatives | None:
+    if user.email_verified:
+        return None  # verified since it was queued: nothing left to ask
     token = issue_verification_token(user.id, user.email)
-    sent = _send(
+    return _email(
         user,
-        kind="verification",
         subject="Verify your email address for codexweb",
         template="email/verify_email",
-        link=f"{public_base_url()}/verify-email/{token}",
+        link=f"{base_url}/verify-email/{token}",
         max_age_hours=current_app.config["EMAIL_VERIFY_MAX_AGE"] // 3600,
     )
-    if sent:
-        emit("auth.email.verification_sent", user_id=user.id)
-    return sent
 
 
-def send_password_reset_email(user: User) -> bool:
+@renderer("password_reset")
+def _password_reset_email(
+    user: User, base_url: str, params: dict[str, Any]
+) -> EmailMultiAlternatives:
     token = issue_reset_token(user.id, user.password_hash)
-    sent = _send(
+    return _email(
         user,
-        kind="password_reset",
         subject="Reset your codexweb password",
         template="email/reset_password",
-        link=f"{public_base_url()}/reset-password/{token}",
+        link=f"{base_url}/reset-password/{token}",
         max_age_minutes=current_app.config["PASSWORD_RESET_MAX_AGE"] // 60,
     )
-    if sent:
-        emit("auth.email.password_reset_sent", user_id=user.id)
-    return sent
 
 
-def _send(user: User, *, kind: str, subject: str, template: str, **context) -> bool:
+def _email(user: User, *, subject: str, template: str, **context) -> EmailMultiAlternatives:
     context["user"] = user
     message = EmailMultiAlternatives(
         subject=subject,
@@ -67,15 +78,4 @@ def _send(user: User, *, kind: str, subject: str, template: str, **context) -> b
         to=[user.email],
     )
     message.attach_alternative(render_template(f"{template}.html", **context), "text/html")
-    try:
-        message.send()
-    except Exception as error:  # any transport failure: SMTP, DNS, disk, a bad config
-        emit(
-            "auth.email.send_failed",
-            logging.ERROR,
-            user_id=user.id,
-            kind=kind,
-            error=type(error).__name__,
-        )
-        return False
-    return True
+    return message

@@ -20,10 +20,10 @@ from flask import (
 )
 
 from ..models import User
-from . import accounts, sso
-from .cookies import end_login_session, open_login_session, remembered_family, set_refresh_cookie
+from . import sso
 from .forms import ConfirmForm
 from .guards import current_request_user, require_user
+from .logins import log_in_browser, log_out
 from .password_login import password_login_enabled
 from .sso import SsoError
 from .sso_client import (
@@ -94,6 +94,8 @@ def callback():
         user = sso.sign_in(answer.issuer, answer.claims)
     except SsoError as error:
         return failure_page(error.code)
+    if user.disabled_at is not None:
+        return failure_page("account_disabled")
     response = _open_browser_login(user, target)
     remember_provider_logout(answer)
     return response
@@ -115,18 +117,13 @@ def _finish_link(answer: ProviderAnswer, linking_user: str | None, target: str) 
 
 
 def _open_browser_login(user: User, target: str) -> Response:
-    """The one place single sign-on logs a browser in: login session, refresh cookie, and
-    `auth.login.succeeded` with `method: "oidc"`. Whoever was logged in here before is
-    logged out first."""
-    previous = current_request_user()
-    if previous is not None:
-        accounts.log_out(user_id=previous.id, refresh_token=None, family_id=remembered_family())
-        end_login_session()
-    grant = accounts.start_refresh_family(user, via="page", method="oidc")
-    open_login_session(grant)
-    response = redirect(target)
-    set_refresh_cookie(response, grant)
-    return response
+    """The one place single sign-on logs a browser in: a browser login (session and refresh
+    cookie) with `auth.login.succeeded` saying `method: "oidc"`. Whoever was logged in here
+    before is logged out first."""
+    if current_request_user() is not None:
+        log_out()
+    log_in_browser(user, method="oidc")
+    return redirect(target)
 
 
 # Failure pages --------------------------------------------------------------------------
@@ -141,6 +138,7 @@ _STATUS = {
     "email_unverified": 409,
     "domain_not_allowed": 409,
     "identity_in_use": 409,
+    "account_disabled": 403,
 }
 
 

@@ -1,6 +1,7 @@
 """Signed tokens of the accounts flow (itsdangerous), one salt per purpose.
 
-- access tokens: short-lived Bearer credentials carrying the user id;
+- access tokens: short-lived Bearer credentials carrying the user id and the login that
+  issued them (refused by the guard once that login has ended);
 - email verification tokens: bound to the user and to the email address they were sent to,
   so changing the address kills old links;
 - password reset tokens: bound to the current password hash, so a token works once.
@@ -42,20 +43,34 @@ def fingerprint(value: str) -> str:
 # Access tokens ---------------------------------------------------------------------------
 
 
-def issue_access_token(user_id: str) -> str:
-    return _serializer(ACCESS_SALT).dumps({"uid": user_id})
+@dataclass(frozen=True)
+class AccessClaim:
+    user_id: str
+    login_id: str
 
 
-def user_id_from_access_token(token: str) -> str | None:
-    """The user id of a valid, unexpired access token; None for anything else."""
+def issue_access_token(user_id: str, login_id: str) -> str:
+    return _serializer(ACCESS_SALT).dumps({"uid": user_id, "lid": login_id})
+
+
+def read_access_token(token: str) -> AccessClaim | None:
+    """The claim of a valid, unexpired access token; None for anything else.
+
+    Tokens minted before logins existed carry no login id: nothing could end them, so they
+    are refused like any other bad token.
+    """
     try:
         payload = _serializer(ACCESS_SALT).loads(
             token, max_age=current_app.config["ACCESS_TOKEN_TTL"]
         )
     except BadData:
         return None
-    user_id = payload.get("uid") if isinstance(payload, dict) else None
-    return user_id if isinstance(user_id, str) else None
+    if not isinstance(payload, dict):
+        return None
+    user_id, login_id = payload.get("uid"), payload.get("lid")
+    if not isinstance(user_id, str) or not isinstance(login_id, str):
+        return None
+    return AccessClaim(user_id=user_id, login_id=login_id)
 
 
 # Email verification ----------------------------------------------------------------------

@@ -26,16 +26,11 @@ from markupsafe import escape
 from ..errors import is_htmx, rate_limit_refusal, render_problem, toast_trigger, wants_json
 from . import accounts
 from .accounts import AccountError
-from .cookies import (
-    clear_refresh_cookie,
-    end_login_session,
-    open_login_session,
-    remembered_family,
-    set_refresh_cookie,
-)
+from .cookies import clear_refresh_cookie
 from .forms import ConfirmForm, EmailForm, LoginForm, RegisterForm, ResetPasswordForm
 from .guards import current_request_user, require_user
 from .limits import login_limit, password_reset_limit, register_limit, resend_limit
+from .logins import forget_browser_login, log_in_browser, log_out_browser
 from .password_login import (
     password_login_disabled,
     password_login_enabled,
@@ -78,12 +73,9 @@ def _next_target() -> str:
 
 
 def _log_in_browser(user, *, via: str, target: str) -> Response:
-    """Log in through a page: login session, refresh cookie, then redirect to `target`."""
-    grant = accounts.start_refresh_family(user, via=via)
-    open_login_session(grant)
-    response = redirect(target)
-    set_refresh_cookie(response, grant)
-    return response
+    """Log in through a page (login session and refresh cookie), then go to `target`."""
+    log_in_browser(user, via=via)
+    return redirect(target)
 
 
 def _form_status(form) -> int:
@@ -167,16 +159,11 @@ def logout():
         if user is None:
             return redirect(url_for("auth_views.login"))
         return render_template("auth/logout.html", form=ConfirmForm(), user=user)
-    accounts.log_out(
-        user_id=user.id if user else None, refresh_token=None, family_id=remembered_family()
-    )
     # A single sign-on login also ends at the provider, or its next sign-in would be silent.
     provider_logout = provider_logout_url()
-    end_login_session()
+    log_out_browser()
     flash("You have been logged out.", "info")
-    response = redirect(provider_logout or url_for("auth_views.login"))
-    clear_refresh_cookie(response)
-    return response
+    return redirect(provider_logout or url_for("auth_views.login"))
 
 
 # Email verification ----------------------------------------------------------------------
@@ -267,8 +254,8 @@ def reset_password(token: str):
             accounts.reset_password(token, form.password.data)
         except TokenError as error:
             return _reset_link_failed(error)
-        # Every refresh token died with the old password: this browser logs in afresh too.
-        end_login_session()
+        # Every login ended with the old password: this browser logs in afresh too.
+        forget_browser_login()
         flash("Your password has been changed. Log in with your new password.", "success")
         response = redirect(url_for("auth_views.login"))
         clear_refresh_cookie(response)

@@ -72,7 +72,8 @@ def navigation_context() -> dict[str, Any]:
 def logged_in_user() -> User | None:
     """Who the navigation greets. Error pages render the layout too, also when the database
     is down: then the nav shows the logged-out links instead of failing the error page.
-    Outside a request (an email rendered by a CLI command) nobody is greeted."""
+    Outside a request (an email rendered by a CLI command or the mail worker) nobody is
+    greeted."""
     if not has_request_context():
         return None
     try:

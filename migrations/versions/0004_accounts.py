@@ -1,7 +1,7 @@
 """accounts: verification sent, last login, disabled
 
 Revision ID: 0004_accounts
-Revises: 0001
+Revises: 0003_logins
 Create Date: 2026-11-30
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_accounts"
-down_revision = "0001"
+down_revision = "0003_logins"
 branch_labels = None
 depends_on = None
 
