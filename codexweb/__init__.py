@@ -30,7 +30,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     register_cli(app)
     register_proxy_fix(app)
+    check_signing_keys(app)
     return app
+
+
+def check_signing_keys(app: Flask) -> None:
+    """Refuse to start when the stored signing keys cannot be decrypted (SECRET_KEY changed)."""
+    from .codex.keys import check_keys_open
+
+    check_keys_open(app)
 
 
 def validate_chatkit_config(app: Flask) -> None:

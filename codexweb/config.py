@@ -113,6 +113,14 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
         "PROXY_FIX_COUNT": 0,
+        # Operating it (CONTRACT.md §8). Signing keys live in the database, sealed under
+        # KEY_ENCRYPTION_KEY (None: derived from SECRET_KEY); each process re-reads them after
+        # CHATKIT_KEYS_CACHE_SECONDS, so a rotation reaches every host within that time.
+        # CHATKIT_KEYS_DIR above is only read to import the files of earlier versions.
+        "KEY_ENCRYPTION_KEY": None,
+        "CHATKIT_KEYS_CACHE_SECONDS": 30,
+        "METRICS_ENABLED": False,
+        "METRICS_ALLOW": ["127.0.0.1/32", "::1/128"],
     }
 
 

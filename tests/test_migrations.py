@@ -18,7 +18,7 @@ from tests.servers import REPO, VENV_BIN, codexweb_env
 
 pytestmark = pytest.mark.slow
 
-TABLES = {"users", "refresh_tokens", "codex_sessions", "chatkit_sessions"}
+TABLES = {"users", "refresh_tokens", "codex_sessions", "chatkit_sessions", "signing_keys"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
