@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import database, errors, logging, ratelimit_storage
+from . import database, errors, logging, metrics, ratelimit_storage
 from .config import instance_path_from_env, load_config
 from .extensions import csrf, db, login_manager, mail, migrate
 
@@ -24,6 +24,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     load_config(app, test_config)
     validate_chatkit_config(app)
     logging.init_app(app)
+    # First: its timer starts before any other hook runs, its count sees the final status.
+    metrics.init_app(app)
     register_extensions(app)
     register_blueprints(app)
     register_request_hooks(app)

@@ -34,6 +34,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .extensions import db, limiter
 from .logging import current_request_id, emit
 from .ratelimit import retry_after_seconds
@@ -193,6 +194,7 @@ def _handle_problem(problem: Problem) -> Response:
 
 def _handle_rate_limit(error: RateLimitExceeded) -> Response:
     problem = rate_limited_problem()
+    metrics.rate_limited()
     emit(
         "http.rate_limited",
         logging.WARNING,

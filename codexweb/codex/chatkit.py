@@ -23,6 +23,7 @@ from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from .. import metrics
 from ..clock import isoformat, utcnow
 from ..extensions import db
 from ..logging import emit
@@ -202,6 +203,7 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
         db.session.rollback()  # closed meanwhile: no token, and no record opened for it
         raise session_not_found()
     db.session.commit()
+    metrics.token_minted(provider.name)
     emit(
         "codex.chatkit.token.issued",
         user_id=user.id,
