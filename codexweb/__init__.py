@@ -73,6 +73,7 @@ def register_blueprints(app: Flask) -> None:
     from .codex.api import wellknown
     from .codex.views import bp as codex_views
     from .health import bp as health
+    from .openapi import bp as openapi
 
     app.register_blueprint(health)
     app.register_blueprint(auth_api)
@@ -80,6 +81,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
     app.register_blueprint(codex_views)
+    app.register_blueprint(openapi)
 
 
 def register_request_hooks(app: Flask) -> None:
