@@ -24,7 +24,6 @@ import base64
 import json
 import logging
 import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -108,7 +107,7 @@ def unseal(text: str, kid: str, keys: list[bytes]) -> dict[str, Any]:
     raise KeysUndecryptable(
         f"signing key {kid} cannot be decrypted: SECRET_KEY changed without "
         "KEY_ENCRYPTION_KEY? Restore the previous SECRET_KEY, or set KEY_ENCRYPTION_KEY to it "
-        "(docs/DEPLOY.md §14)"
+        "(docs/DEPLOY.md §11)"
     )
 
 
@@ -119,7 +118,6 @@ class _Cache:
     """One process's copy of the keys and when it was loaded (monotonic seconds)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.keys: list[SigningKey] | None = None
         self.loaded_at = 0.0
 
