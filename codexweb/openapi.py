@@ -532,7 +532,16 @@ def _responses(operation: Operation) -> dict[str, Any]:
                 "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}
             }
         responses[str(status)] = answer
+    responses["414"] = URI_TOO_LONG
     return responses
+
+
+# A request line past gunicorn's `limit_request_line` (4094 bytes), or nginx's buffers, is
+# refused before it reaches the app: in HTML, by the server, on every operation.
+URI_TOO_LONG = {
+    "description": "Request line too long; answered by the HTTP server in front of the app",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
 
 
 def _security(auth: Auth) -> list[dict[str, list]]:

@@ -17,6 +17,8 @@ from codexweb import create_app
 from codexweb.codex.keys import KeysUndecryptable
 from tests.codex_support import verify_with_jwks
 from tests.conftest import base_test_config
+from tests.servers import serve_gunicorn
+from tests.test_codex_race import call
 
 
 def write_old_key_file(directory, sequence: int, created_at: datetime) -> tuple[str, OKPKey]:
@@ -85,3 +87,17 @@ def test_key_encryption_key_lets_the_secret_key_change(app, client, tmp_path):
         {**base_test_config(tmp_path), "SECRET_KEY": "new-secret", "KEY_ENCRYPTION_KEY": "kek-1"}
     )
     assert kids(rotated_secret.test_client()) == before
+
+
+@pytest.mark.slow
+def test_gunicorn_refuses_to_start_when_the_secret_key_changed(tmp_path):
+    shared = {"CODEXWEB_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}"}
+    with serve_gunicorn(tmp_path / "before", workers=1, env=shared) as server:
+        status, jwks = call(server.url + "/.well-known/jwks.json")
+        assert status == 200 and len(jwks["keys"]) == 1
+    changed = {**shared, "CODEXWEB_SECRET_KEY": "someone-rotated-the-secret"}
+    with (
+        pytest.raises(RuntimeError, match="SECRET_KEY changed without KEY_ENCRYPTION_KEY"),
+        serve_gunicorn(tmp_path / "after", workers=1, env=changed),
+    ):
+        pass
