@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -37,10 +38,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def check_signing_keys(app: Flask) -> None:
-    """Refuse to start when the stored signing keys cannot be decrypted (SECRET_KEY changed)."""
+    """Refuse to serve when the stored signing keys cannot be decrypted (SECRET_KEY changed).
+
+    Not for `flask …` commands: the operator must still be able to upgrade the schema or fix
+    the keys, and the key commands fail with the same message when they touch them.
+    """
     from .codex.keys import check_keys_open
 
-    check_keys_open(app)
+    if click.get_current_context(silent=True) is None:
+        check_keys_open(app)
 
 
 def validate_chatkit_config(app: Flask) -> None:
