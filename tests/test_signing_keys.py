@@ -69,22 +69,27 @@ def test_another_hosts_key_folder_comes_in_retired(app, client, runner, tmp_path
     assert listing == {own[0]: "current", other_kid: "published"}
 
 
+def same_database(app, tmp_path, **overrides: str) -> dict:
+    """The config of another process of this deployment: same database, other settings."""
+    return {**base_test_config(tmp_path, app.config["DATABASE_URL"]), **overrides}
+
+
 def test_a_changed_secret_key_refuses_to_start_with_a_clear_message(app, client, tmp_path):
     kids(client)  # the first key, sealed under the test SECRET_KEY
-    config = {**base_test_config(tmp_path), "SECRET_KEY": "a-different-secret"}
+    config = same_database(app, tmp_path, SECRET_KEY="a-different-secret")
     with pytest.raises(KeysUndecryptable, match="SECRET_KEY changed without KEY_ENCRYPTION_KEY"):
         create_app(config)
 
 
 def test_key_encryption_key_lets_the_secret_key_change(app, client, tmp_path):
     before = kids(client)
-    with_kek = create_app({**base_test_config(tmp_path), "KEY_ENCRYPTION_KEY": "kek-1"})
+    with_kek = create_app(same_database(app, tmp_path, KEY_ENCRYPTION_KEY="kek-1"))
     with with_kek.app_context():  # the CLI runs in the app context it finds pushed
         result = with_kek.test_cli_runner().invoke(args=["keys", "reseal"])
     assert result.output.strip() == "resealed 1 signing key(s)"
 
     rotated_secret = create_app(
-        {**base_test_config(tmp_path), "SECRET_KEY": "new-secret", "KEY_ENCRYPTION_KEY": "kek-1"}
+        same_database(app, tmp_path, SECRET_KEY="new-secret", KEY_ENCRYPTION_KEY="kek-1")
     )
     assert kids(rotated_secret.test_client()) == before
 
