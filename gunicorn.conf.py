@@ -15,18 +15,31 @@
 - The app is not preloaded: each worker opens its own database connections after the fork.
 - Behind a reverse proxy, set `CODEXWEB_PROXY_FIX_COUNT` (see docs/DEPLOY.md); gunicorn
   itself trusts forwarded headers only from `GUNICORN_FORWARDED_ALLOW_IPS` (127.0.0.1).
+- Metrics (codexweb/metrics.py): workers write their samples to `PROMETHEUS_MULTIPROC_DIR`
+  (a fresh temporary folder unless set), emptied when the master starts so no earlier run's
+  counts carry over; `child_exit` marks a dead worker's live gauges gone.
 """
 
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from gunicorn.glogging import Logger
 
-from codexweb.auth.redaction import redact_token_paths
+# Before anything imports prometheus_client: it picks its multiprocess mode at import time.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="codexweb-metrics-")
+
+from prometheus_client import multiprocess  # noqa: E402
+
+from codexweb.auth.redaction import redact_token_paths  # noqa: E402
 
 
 def _env_int(name: str, default: int) -> int:
@@ -124,6 +137,13 @@ def _lifecycle(event: str, level: str = "info", **fields) -> None:
     sys.stderr.flush()
 
 
+def on_starting(server) -> None:
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
 def when_ready(server) -> None:
     _lifecycle("gunicorn.ready", pid=os.getpid(), workers=server.num_workers, bind=bind)
 
@@ -148,6 +168,7 @@ def worker_exit(server, worker) -> None:
 def child_exit(server, worker) -> None:
     # Seen by the master for every worker that went away, including a killed one.
     _lifecycle("gunicorn.worker.gone", worker_pid=worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_reload(server) -> None:
@@ -156,3 +177,5 @@ def on_reload(server) -> None:
 
 def on_exit(server) -> None:
     _lifecycle("gunicorn.stopped", pid=os.getpid())
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

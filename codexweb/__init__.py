@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import database, errors, logging, ratelimit_storage
+from . import database, errors, logging, metrics, ratelimit_storage
 from .config import instance_path_from_env, load_config
 from .extensions import csrf, db, login_manager, mail, migrate
 
@@ -24,13 +25,28 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     load_config(app, test_config)
     validate_chatkit_config(app)
     logging.init_app(app)
+    # First: its timer starts before any other hook runs, its count sees the final status.
+    metrics.init_app(app)
     register_extensions(app)
     register_blueprints(app)
     register_request_hooks(app)
     errors.init_app(app)
     register_cli(app)
     register_proxy_fix(app)
+    check_signing_keys(app)
     return app
+
+
+def check_signing_keys(app: Flask) -> None:
+    """Refuse to serve when the stored signing keys cannot be decrypted (SECRET_KEY changed).
+
+    Not for `flask …` commands: the operator must still be able to upgrade the schema or fix
+    the keys, and the key commands fail with the same message when they touch them.
+    """
+    from .codex.keys import check_keys_open
+
+    if click.get_current_context(silent=True) is None:
+        check_keys_open(app)
 
 
 def validate_chatkit_config(app: Flask) -> None:
@@ -68,6 +84,7 @@ def register_blueprints(app: Flask) -> None:
     from .codex.api import wellknown
     from .codex.views import bp as codex_views
     from .health import bp as health
+    from .openapi import bp as openapi
 
     app.register_blueprint(health)
     app.register_blueprint(auth_api)
@@ -75,6 +92,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
     app.register_blueprint(codex_views)
+    app.register_blueprint(openapi)
 
     from .auth.sso_views import bp as sso
 

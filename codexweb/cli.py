@@ -147,7 +147,7 @@ sessions_group = AppGroup("sessions", help="Codex session housekeeping.")
 def purge_expired_command() -> None:
     """Persist lapsed expiries, end their ChatKit sessions, delete rows past retention."""
     from .auth.once import purge_used_tokens
-    from .codex.chatkit import prune_keys
+    from .codex.keys import prune_keys
     from .codex.sessions import purge_expired
     from .outbox import purge_finished
 
@@ -171,7 +171,7 @@ keys_group = AppGroup("keys", help="ChatKit token signing keys.")
 @keys_group.command("rotate")
 def rotate_keys_command() -> None:
     """Add a new current signing key; retired ones stay published until their tokens expire."""
-    from .codex.chatkit import rotate_keys
+    from .codex.keys import rotate_keys
 
     click.echo(f"new signing key {rotate_keys()}")
 
@@ -179,14 +179,38 @@ def rotate_keys_command() -> None:
 @keys_group.command("list")
 def list_keys_command() -> None:
     """Show the signing keys: which one signs, which are still published."""
-    from .codex.chatkit import key_store
+    from .codex.keys import key_store
 
     store = key_store()
+    store.forget()  # the database's answer, not this process's cached copy
+    current = store.current().kid
     published = {key.kid for key in store.published()}
     keys = store.keys()
     for key in keys:
-        role = "current" if key is keys[-1] else "published" if key.kid in published else "expired"
+        role = (
+            "current" if key.kid == current else "published" if key.kid in published else "expired"
+        )
         click.echo(f"{key.kid} {role} created {key.created_at.isoformat()}")
+
+
+@keys_group.command("import")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, exists=True))
+def import_keys_command(directory: str | None) -> None:
+    """Import the key files of CHATKIT_KEYS_DIR (or DIRECTORY) that earlier versions wrote."""
+    from pathlib import Path
+
+    from .codex.keys import key_store
+
+    added = key_store().import_directory(Path(directory) if directory else None)
+    click.echo(f"imported {len(added)} signing key(s){': ' + ', '.join(added) if added else ''}")
+
+
+@keys_group.command("reseal")
+def reseal_keys_command() -> None:
+    """Encrypt the stored keys again under KEY_ENCRYPTION_KEY (before changing SECRET_KEY)."""
+    from .codex.keys import key_store
+
+    click.echo(f"resealed {key_store().reseal()} signing key(s)")
 
 
 mail_group = AppGroup("mail", help="The mail queue.")

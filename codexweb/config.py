@@ -143,6 +143,14 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "OIDC_TIMEOUT": 10,
         # False: SSO is the only way in; the password endpoints answer 403.
         "PASSWORD_LOGIN_ENABLED": True,
+        # Operating it (CONTRACT.md §8). Signing keys live in the database, sealed under
+        # KEY_ENCRYPTION_KEY (None: derived from SECRET_KEY); each process re-reads them after
+        # CHATKIT_KEYS_CACHE_SECONDS, so a rotation reaches every host within that time.
+        # CHATKIT_KEYS_DIR above is only read to import the files of earlier versions.
+        "KEY_ENCRYPTION_KEY": None,
+        "CHATKIT_KEYS_CACHE_SECONDS": 30,
+        "METRICS_ENABLED": False,
+        "METRICS_ALLOW": ["127.0.0.1/32", "::1/128"],
     }
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .auth.redaction import redact_token_paths
 from .extensions import db, limiter
 from .logging import REQUEST_ID_ENVIRON, current_request_id, emit
@@ -199,6 +200,7 @@ def rate_limit_refusal(error: RateLimitExceeded) -> Problem:
     """The 429 problem for a breached limit, logged as `http.rate_limited`. Pages that keep
     their form on a 429 render it themselves (auth.views); everyone else gets it rendered."""
     problem = rate_limited_problem(error.limit.scope)
+    metrics.rate_limited()
     emit(
         "http.rate_limited",
         logging.WARNING,

@@ -219,3 +219,19 @@ class MailMessage(db.Model):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(64))
+
+
+class SigningKeyRecord(db.Model):
+    """A ChatKit signing key (Ed25519), its private JWK sealed (codexweb/codex/keys.py).
+
+    `sequence` orders the keys and, being the primary key, makes creating the first key
+    race-free across workers and hosts. The current key is the newest not retired.
+    """
+
+    __tablename__ = "signing_keys"
+
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sealed_jwk: Mapped[str] = mapped_column(db.Text, nullable=False)

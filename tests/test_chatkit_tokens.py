@@ -1,11 +1,11 @@
 """ChatKit tokens of the local provider, checked the way an outside verifier would: with
-nothing but `/.well-known/jwks.json`. Keys: files, rotation, restarts, concurrent first use."""
+nothing but `/.well-known/jwks.json`. Keys: sealed in the database, rotation, restarts,
+concurrent first use, the import of earlier versions' key files, a changed SECRET_KEY."""
 
 from __future__ import annotations
 
 import base64
 import json
-import stat
 import threading
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -15,8 +15,11 @@ import pytest
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, ExpiredTokenError, JoseError
 from joserfc.jwk import OKPKey
+from sqlalchemy import select
 
 from codexweb.codex import chatkit
+from codexweb.extensions import db
+from codexweb.models import SigningKeyRecord
 from tests.codex_support import (
     new_session,
     verify_with_jwks,
@@ -130,21 +133,32 @@ def test_an_expired_token_is_rejected(client, owner):
         verify_with_jwks(token, published(client), now=claims["exp"] + 1)
 
 
-def test_the_key_is_a_private_file_reused_across_restarts(app_factory, client, owner):
+def stored_keys(app) -> list[dict]:
+    with app.app_context():
+        return [
+            dict(row) for row in db.session.execute(select(SigningKeyRecord.__table__)).mappings()
+        ]
+
+
+def test_the_key_is_sealed_in_the_database_and_reused_across_restarts(app_factory, client, owner):
     first_app = client.application
     session = new_session(client, owner)
     token = mint(client, owner, session["session_id"])["token"]
-    files = sorted(key_dir(first_app).glob("*.json"))
-    assert len(files) == 1
-    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
-    assert stat.S_IMODE(key_dir(first_app).stat().st_mode) == 0o700
+    (row,) = stored_keys(first_app)
+    private_d = json.loads(_b64(token.split(".")[0]))  # the header names the kid
+    assert row["kid"] == private_d["kid"]
+    assert row["sealed_jwk"].startswith("v1:")
+    assert '"d"' not in row["sealed_jwk"] and "Ed25519" not in row["sealed_jwk"]
+    assert not key_dir(first_app).exists()  # no key file anywhere
 
-    restarted = app_factory()  # same instance folder, new process state
-    assert restarted.config["CHATKIT_KEYS_DIR"] == first_app.config["CHATKIT_KEYS_DIR"]
-    chatkit.KeyStore._cache.clear()  # as in a fresh process
+    restarted = app_factory()  # same database, new process state
     restarted_keys = restarted.test_client().get("/.well-known/jwks.json").get_json()
     assert restarted_keys == published(client)
     verify_with_jwks(token, restarted_keys)
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def test_rotation_keeps_old_tokens_verifiable_and_signs_with_the_new_key(
@@ -172,9 +186,10 @@ def test_rotation_keeps_old_tokens_verifiable_and_signs_with_the_new_key(
     assert [key["kid"] for key in published(client)["keys"]] == [new_kid]
     with app.app_context():
         assert chatkit.prune_keys() == [old_kid]
-    assert len(list(key_dir(app).glob("*.json"))) == 1
+    assert [row["kid"] for row in stored_keys(app)] == [new_kid]
 
 
+@pytest.mark.parametrize("config_overrides", [{"CHATKIT_KEYS_CACHE_SECONDS": 0}])
 def test_a_rotation_by_another_process_is_noticed(app_factory, client, owner):
     session = new_session(client, owner)
     before = verify_with_jwks(
@@ -203,7 +218,7 @@ def test_concurrent_first_use_creates_exactly_one_key(app):
     for thread in threads:
         thread.join()
     assert len(set(kids)) == 1
-    assert len(list(key_dir(app).glob("*.json"))) == 1
+    assert len(stored_keys(app)) == 1
 
 
 def test_the_token_never_reaches_the_logs(client, owner, events, capfd):

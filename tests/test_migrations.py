@@ -27,6 +27,7 @@ TABLES = {
     "used_tokens",
     "mail_outbox",
     "identities",
+    "signing_keys",
 }
 
 

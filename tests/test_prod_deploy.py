@@ -61,6 +61,8 @@ EXERCISED = {
     "users create": "test_operator_walkthrough",
     "keys rotate": "test_operator_walkthrough",
     "keys list": "test_operator_walkthrough",
+    "keys import": "test_operator_walkthrough (and tests/test_signing_keys.py)",
+    "keys reseal": "test_operator_walkthrough (and tests/test_signing_keys.py)",
     "sessions purge-expired": "test_operator_walkthrough",
     "mail worker": "tests/test_mail_queue.py (--once; the loop is the thread mode's)",
 }
@@ -144,6 +146,16 @@ def test_operator_walkthrough(tmp_path, postgres_database, redis_namespace):
         with urllib.request.urlopen(server.url + "/.well-known/jwks.json") as response:
             assert kid in {key["kid"] for key in json.load(response)["keys"]}
         assert f"{kid} current" in flask(env, "keys", "list")
+        assert "imported 0 signing key(s)" in flask(env, "keys", "import")
+        assert "resealed 1 signing key(s)" in flask(env, "keys", "reseal")
+
+        # Section 13: readiness names every dependency, all up.
+        with urllib.request.urlopen(server.url + "/readyz") as response:
+            assert json.load(response)["checks"] == {
+                "database": "ok",
+                "ratelimit_storage": "ok",
+                "signing_keys": "ok",
+            }
 
         # Section 9: the purge command the timer runs.
         flask(env, "sessions", "purge-expired")

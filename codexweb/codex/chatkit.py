@@ -4,38 +4,31 @@
 actual minting to the configured provider (`CHATKIT_PROVIDER`):
 
 - `local` (here): an Ed25519 JWT (`alg: EdDSA`, header `kid`) that anyone can verify with
-  `/.well-known/jwks.json`. Keys live in `CHATKIT_KEYS_DIR` (`<instance>/chatkit_keys/`)
-  as JWK files (0600), created on first use and kept across restarts and workers.
+  `/.well-known/jwks.json`. Its keys live in the database, shared by every host
+  (`codexweb/codex/keys.py`).
 - `openai`: hosted ChatKit sessions (`codexweb/codex/openai_provider.py`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import importlib
-import json
 import logging
-import os
 import secrets
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, has_request_context, request
 from joserfc import jwt
-from joserfc.errors import SecurityWarning
-from joserfc.jwk import OKPKey
 from sqlalchemy import func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from .. import metrics
 from ..clock import isoformat, utcnow
 from ..extensions import db
 from ..logging import emit
 from ..models import ChatKitSession, CodexSession, User
+from .keys import ALGORITHM, KeyStore, SigningKey, jwks, key_store, prune_keys, rotate_keys
 from .sessions import (
     LIMIT_DEFAULT,
     effective_status,
@@ -46,11 +39,6 @@ from .sessions import (
     session_not_found,
     touch,
 )
-
-ALGORITHM = "EdDSA"
-# CONTRACT.md §4 fixes `alg: EdDSA` (RFC 8037), which every JOSE library verifies; joserfc
-# warns on each use because RFC 9864 prefers the newer name `Ed25519`.
-warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +94,9 @@ class ChatKitProvider:
         """The record a new token belongs to: the session's live one, opened if missing."""
         return _live_record(session) or self.open_record(session)
 
+    def prepare(self) -> None:
+        """Whatever minting needs, fetched before the mint's write transaction begins."""
+
     def mint(
         self,
         user: User,
@@ -123,6 +114,11 @@ class LocalProvider(ChatKitProvider):
     """Self-signed Ed25519 JWTs; nothing upstream to open or end."""
 
     name = "local"
+
+    def prepare(self) -> None:
+        # The very first key is written on a connection of its own; on SQLite it would wait
+        # for the write lock that the mint's own transaction holds once it has begun.
+        key_store().current()
 
     def mint(
         self,
@@ -198,6 +194,7 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
     if effective_status(session) != "active":
         raise session_not_found()
     provider = get_provider()
+    provider.prepare()
     if not touch(session, commit=provider.calls_upstream):
         raise session_not_found()
     record = provider.record_for_mint(session)
@@ -206,6 +203,7 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
         db.session.rollback()  # closed meanwhile: no token, and no record opened for it
         raise session_not_found()
     db.session.commit()
+    metrics.token_minted(provider.name)
     emit(
         "codex.chatkit.token.issued",
         user_id=user.id,
@@ -375,159 +373,5 @@ def chatkit_session_json(record: ChatKitSession, session: CodexSession) -> dict[
     }
 
 
-# Signing keys ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    key: OKPKey
-    created_at: datetime
-    sequence: int
-
-
-class KeyStore:
-    """Ed25519 keys as JWK files in one directory, shared by every worker and restart.
-
-    Files are only ever added (atomically, by rename) or removed, never rewritten, so the
-    sorted file listing identifies a version of the store: a worker re-reads the keys when
-    the listing changes, which is how it notices a rotation made by another process.
-    A key is retired when a newer one exists; it stays published until tokens it signed
-    (at most `CHATKIT_TOKEN_TTL`) have expired.
-    """
-
-    _cache: dict[str, tuple[tuple[str, ...], list[SigningKey]]] = {}
-
-    def __init__(self, directory: Path, token_ttl: int) -> None:
-        self.directory = directory
-        self.token_ttl = timedelta(seconds=token_ttl)
-
-    # reading
-
-    def keys(self) -> list[SigningKey]:
-        """Every stored key, oldest first."""
-        names = self._listing()
-        cached = self._cache.get(str(self.directory))
-        if cached is not None and cached[0] == names:
-            return cached[1]
-        keys = sorted(
-            (self._read(self.directory / name) for name in names), key=lambda k: k.sequence
-        )
-        self._cache[str(self.directory)] = (names, keys)
-        return keys
-
-    def current(self) -> SigningKey:
-        keys = self.keys()
-        if not keys:
-            with self.locked():
-                keys = self.keys()  # another worker may have created it while we waited
-                if not keys:
-                    self._write_new_key(1)
-                    keys = self.keys()
-        return keys[-1]
-
-    def published(self, now: datetime | None = None) -> list[SigningKey]:
-        """The keys a verifier may still meet: the current one and recently retired ones."""
-        now = now or utcnow()
-        keys = self.keys()
-        return [
-            key
-            for key, successor in zip(keys, [*keys[1:], None], strict=False)
-            if successor is None or successor.created_at + self.token_ttl > now
-        ]
-
-    # writing
-
-    def rotate(self) -> SigningKey:
-        with self.locked():
-            keys = self.keys()
-            self._write_new_key(keys[-1].sequence + 1 if keys else 1)
-            self.prune()
-            return self.keys()[-1]
-
-    def prune(self, now: datetime | None = None) -> list[str]:
-        """Delete retired keys whose tokens have all expired; returns their kids."""
-        keep = {key.kid for key in self.published(now)}
-        removed = []
-        for key in self.keys():
-            if key.kid not in keep:
-                (self.directory / self._file_name(key)).unlink(missing_ok=True)
-                removed.append(key.kid)
-        return removed
-
-    # files
-
-    def _listing(self) -> tuple[str, ...]:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return ()
-        return tuple(sorted(name for name in names if name.endswith(".json")))
-
-    @staticmethod
-    def _file_name(key: SigningKey) -> str:
-        return f"{key.sequence:08d}-{key.kid}.json"
-
-    def _read(self, path: Path) -> SigningKey:
-        data = json.loads(path.read_text())
-        return SigningKey(
-            kid=data["jwk"]["kid"],
-            key=OKPKey.import_key(data["jwk"]),
-            created_at=datetime.fromisoformat(data["created_at"]),
-            sequence=int(data["sequence"]),
-        )
-
-    def _write_new_key(self, sequence: int) -> None:
-        key = OKPKey.generate_key("Ed25519", private=True)
-        kid = key.thumbprint()
-        jwk = {**key.as_dict(private=True), "kid": kid, "alg": ALGORITHM, "use": "sig"}
-        record = {"created_at": utcnow().isoformat(), "sequence": sequence, "jwk": jwk}
-        signing_key = SigningKey(kid, key, utcnow(), sequence)
-        final = self.directory / self._file_name(signing_key)
-        temporary = self.directory / f".{final.name}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)  # readers see the whole file or none of it
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One writer at a time across processes (gunicorn workers, the CLI)."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-
-def key_store(app: Flask | None = None) -> KeyStore:
-    app = app or current_app._get_current_object()
-    return KeyStore(Path(app.config["CHATKIT_KEYS_DIR"]), app.config["CHATKIT_TOKEN_TTL"])
-
-
-def jwks() -> dict[str, Any]:
-    """The public keys that verify ChatKit tokens (JWK Set, RFC 7517)."""
-    store = key_store()
-    store.current()  # a fresh instance publishes the key its first token will use
-    return {
-        "keys": [
-            {**key.key.as_dict(private=False), "kid": key.kid, "alg": ALGORITHM, "use": "sig"}
-            for key in store.published()
-        ]
-    }
-
-
-def rotate_keys() -> str:
-    """Make a new current signing key; returns its kid."""
-    return key_store().rotate().kid
-
-
-def prune_keys() -> list[str]:
-    store = key_store()
-    with store.locked():
-        return store.prune()
+# Signing keys live in their own module; these names stay importable from here.
+__all__ = ["SigningKey", "KeyStore", "jwks", "key_store", "prune_keys", "rotate_keys"]

@@ -1,0 +1,97 @@
+"""`/api/openapi.json` and `/api/docs` (CONTRACT.md §8): a valid OpenAPI 3.1 document of every
+JSON endpoint that exists, with request, response and problem schemas, generated from the
+routes and the pydantic models; docs rendered from vendored assets, no CDN."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint
+from openapi_spec_validator import validate
+
+from codexweb import openapi
+
+CONTRACT_ROUTES_TODAY = {
+    ("post", "/api/auth/register"),
+    ("post", "/api/auth/login"),
+    ("get", "/api/auth/me"),
+    ("post", "/api/codex/sessions"),
+    ("get", "/api/codex/sessions"),
+    ("get", "/api/codex/sessions/current"),
+    ("get", "/api/codex/sessions/{session_id}"),
+    ("delete", "/api/codex/sessions/{session_id}"),
+    ("post", "/api/codex/sessions/{session_id}/close"),
+    ("get", "/api/codex/chatkit/token"),
+    ("get", "/api/codex/chatkit/sessions"),
+    ("post", "/api/codex/events"),
+    ("get", "/.well-known/jwks.json"),
+    ("get", "/readyz"),
+}
+
+
+def documented(document) -> set[tuple[str, str]]:
+    return {(method, path) for path, item in document["paths"].items() for method in item}
+
+
+def test_the_document_is_valid_openapi_3_1(client):
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+    assert documented(document) >= CONTRACT_ROUTES_TODAY
+
+
+def test_every_documented_operation_is_a_route_and_every_json_route_is_documented(app, client):
+    document = client.get("/api/openapi.json").get_json()
+    routed = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(("/api/auth", "/api/codex", "/.well-known")):
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            routed |= {(m.lower(), path) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    api = {(m, p) for m, p in documented(document) if p not in ("/healthz", "/readyz")}
+    assert api == routed
+
+
+def test_shapes_come_from_the_models_the_views_validate_with(client):
+    document = client.get("/api/openapi.json").get_json()
+    create = document["paths"]["/api/codex/sessions"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/CreateSessionBody"}
+    schema = document["components"]["schemas"]["CreateSessionBody"]
+    assert schema["required"] == ["placement", "agent_id"]
+    assert schema["additionalProperties"] is False
+    conflict = create["responses"]["409"]["content"]["application/problem+json"]["schema"]
+    assert conflict == {"$ref": "#/components/schemas/SessionExists"}
+    invalid = create["responses"]["422"]["content"]["application/problem+json"]["schema"]
+    assert invalid == {"$ref": "#/components/schemas/InvalidRequest"}
+    token = document["paths"]["/api/codex/chatkit/token"]["get"]
+    assert token["security"] == [{"bearer": []}, {"browser": []}]
+    assert {"401", "403", "404", "422", "429", "503"} <= set(token["responses"])
+
+
+def test_a_contract_endpoint_appears_once_its_route_exists(app_factory):
+    app = app_factory()
+    assert ("get", "/api/auth/logins") not in documented(openapi.build_document(app))
+    later = app_factory()
+    accounts = Blueprint("accounts_later", __name__)
+    accounts.add_url_rule("/api/auth/logins", "any_name", lambda: {"logins": []})
+    accounts.add_url_rule(
+        "/api/auth/logins/<login_id>", "end", lambda login_id: "", methods=["DELETE"]
+    )
+    later.register_blueprint(accounts)
+    paths = documented(openapi.build_document(later))
+    assert {("get", "/api/auth/logins"), ("delete", "/api/auth/logins/{login_id}")} <= paths
+
+
+def test_docs_page_uses_only_vendored_assets(client):
+    response = client.get("/api/docs")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/vendor/swagger-ui-5.35.0/swagger-ui-bundle.js" in assets
+    assert all(asset.startswith("/") for asset in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    assert "script-src 'self';" in response.headers["Content-Security-Policy"]
+    assert client.get("/static/vendor/swagger-ui-5.35.0/LICENSE").status_code == 200
