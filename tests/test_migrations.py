@@ -18,7 +18,15 @@ from tests.servers import REPO, VENV_BIN, codexweb_env
 
 pytestmark = pytest.mark.slow
 
-TABLES = {"users", "refresh_tokens", "codex_sessions", "chatkit_sessions"}
+TABLES = {
+    "users",
+    "refresh_tokens",
+    "codex_sessions",
+    "chatkit_sessions",
+    "chatkit_threads",
+    "chatkit_items",
+    "chatkit_attachments",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
