@@ -63,6 +63,7 @@ def register_blueprints(app: Flask) -> None:
     from .codex.api import wellknown
     from .codex.views import bp as codex_views
     from .health import bp as health
+    from .runtime.views import bp as runtime
 
     app.register_blueprint(health)
     app.register_blueprint(auth_api)
@@ -70,6 +71,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(codex_api)
     app.register_blueprint(wellknown)
     app.register_blueprint(codex_views)
+    app.register_blueprint(runtime)
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -113,6 +113,11 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "COOKIE_SECURE": None,
         # Behind a reverse proxy: how many proxies in front set X-Forwarded-* (0: trust none).
         "PROXY_FIX_COUNT": 0,
+        # The ChatKit runtime (/chatkit, CONTRACT §4b): user messages per Codex session and
+        # minute, the longest message accepted, and seconds a model may stay silent.
+        "CHATKIT_MESSAGES_PER_MINUTE": 20,
+        "CHATKIT_MAX_MESSAGE_CHARS": 8000,
+        "CHATKIT_MODEL_TIMEOUT": 60,
     }
 
 

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import and_, delete, or_, select
 
 from ..extensions import db
+from ..logging import emit
 from ..models import ChatKitAttachment, ChatKitItem, ChatKitThread
 
 ITEM_ADAPTER: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
@@ -42,7 +43,8 @@ class RuntimeContext:
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # The SDK stamps items with naive local time (`datetime.now()`): astimezone reads it so.
+    return moment.astimezone(UTC)
 
 
 def _plausible_id(value: Any) -> bool:
@@ -85,6 +87,14 @@ class SessionStore(Store[RuntimeContext]):
                     created_at=_aware(thread.created_at),
                     data=fields,
                 )
+            )
+            emit(
+                "chatkit.thread.created",
+                user_id=context.user_id,
+                session_id=context.session_id,
+                thread_id=thread.id,
+                agent_id=context.agent_id,
+                placement=context.placement,
             )
         elif row.codex_session_id != context.session_id or row.user_id != context.user_id:
             raise NotFoundError(f"Thread {thread.id} not found")

@@ -1,0 +1,140 @@
+"""codexweb's ChatKit server: the SDK's `ChatKitServer`, answering with the session's agent.
+
+The SDK speaks the protocol and persists what `respond` yields; this class decides who
+answers, moves the session's current thread, keeps the events (never the text), and turns a
+failing model into the protocol's `error` event with `allow_retry`, so the user's message
+stays stored and `threads.retry_after_item` can answer it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from chatkit.errors import CustomStreamError
+from chatkit.server import ChatKitServer
+from chatkit.types import (
+    AssistantMessageItem,
+    SDKHiddenContextItem,
+    ThreadItem,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    UserMessageItem,
+)
+from flask import current_app
+
+from ..codex import sessions
+from ..extensions import db
+from ..logging import emit
+from ..models import CodexSession
+from .agents import agent_spec, demo_reply, model_reply
+from .store import RuntimeContext, SessionStore
+
+UNAVAILABLE = "The agent is unavailable right now. Please try again."
+
+
+def message_text(item: UserMessageItem | None) -> str:
+    """What the user wrote: the text parts of the message, tags included."""
+    if item is None:
+        return ""
+    return "".join(getattr(part, "text", "") for part in item.content)
+
+
+class CodexChatKitServer(ChatKitServer[RuntimeContext]):
+    def __init__(self) -> None:
+        super().__init__(SessionStore())
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: RuntimeContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        if input_user_message is not None:
+            self._record_message(thread, input_user_message, context)
+        started = time.monotonic()
+        first_token_ms: int | None = None
+        output_chars = 0
+        try:
+            async for event in self._reply(thread, input_user_message, context):
+                if first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent):
+                    first_token_ms = round((time.monotonic() - started) * 1000)
+                if isinstance(event, ThreadItemDoneEvent) and isinstance(
+                    event.item, AssistantMessageItem
+                ):
+                    output_chars += sum(len(part.text) for part in event.item.content)
+                yield event
+        except Exception as error:
+            emit(
+                "chatkit.response.failed",
+                logging.WARNING,
+                **_fields(thread, context),
+                error=type(error).__name__,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+            raise CustomStreamError(UNAVAILABLE, allow_retry=True) from None
+        emit(
+            "chatkit.response.completed",
+            **_fields(thread, context),
+            first_token_ms=first_token_ms,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            output_chars=output_chars,
+        )
+
+    def _reply(
+        self, thread: ThreadMetadata, message: UserMessageItem | None, context: RuntimeContext
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        config = current_app.config
+        spec = agent_spec(context.agent_id, config["CODEX_AGENTS"])
+        if not spec.get("model"):
+            name = spec.get("name") or context.agent_id
+            return demo_reply(name, message_text(message), thread, self.store, context)
+        return model_reply(
+            spec,
+            thread,
+            self.store,
+            context,
+            default_api_key=config.get("OPENAI_API_KEY"),
+            timeout=float(config["CHATKIT_MODEL_TIMEOUT"]),
+        )
+
+    def _record_message(
+        self, thread: ThreadMetadata, message: UserMessageItem, context: RuntimeContext
+    ) -> None:
+        session = db.session.get(CodexSession, context.session_id)
+        if session is not None:
+            sessions.set_current_thread(session, thread.id)
+            sessions.touch(session)
+        emit(
+            "chatkit.message.received", **_fields(thread, context), chars=len(message_text(message))
+        )
+
+    async def handle_stream_cancelled(
+        self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RuntimeContext
+    ) -> None:
+        """The client went away mid-reply: keep no half-written answer (the SDK's default
+        would store it), only a note so the next reply does not continue the cut one."""
+        await self.store.add_thread_item(
+            thread.id,
+            SDKHiddenContextItem(
+                thread_id=thread.id,
+                created_at=datetime.now(),
+                id=self.store.generate_item_id("sdk_hidden_context", thread, context),
+                content="The user cancelled the stream. Stop responding to the prior request.",
+            ),
+            context=context,
+        )
+
+
+def _fields(thread: ThreadMetadata, context: RuntimeContext) -> dict:
+    return {
+        "user_id": context.user_id,
+        "session_id": context.session_id,
+        "thread_id": thread.id,
+        "agent_id": context.agent_id,
+        "placement": context.placement,
+    }
