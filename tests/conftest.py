@@ -254,3 +254,16 @@ def events() -> Iterator[EventLog]:
     logger.addHandler(handler)
     yield sink
     logger.removeHandler(handler)
+
+
+# The ChatKit runtime ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_server() -> Iterator[Any]:
+    """A stand-in OpenAI-compatible model server on loopback (tests/model_server.py)."""
+    from tests.model_server import ModelServer
+
+    server = ModelServer().start()
+    yield server
+    server.stop()

@@ -25,6 +25,7 @@ from agents import (
     Runner,
     set_tracing_disabled,
 )
+from agents.models.fake_id import FAKE_RESPONSES_ID
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.types import (
     AssistantMessageContent,
@@ -119,11 +120,40 @@ async def model_reply(
         agent, await converter.to_agent_input(items), context=agent_context
     )
     try:
-        async for event in stream_agent_response(agent_context, result):
+        async for event in _with_real_ids(
+            stream_agent_response(agent_context, result), store, thread, context
+        ):
             yield event
     finally:
         result.cancel()
         await client.close()
+
+
+async def _with_real_ids(
+    events: AsyncIterator[ThreadStreamEvent],
+    store: SessionStore,
+    thread: ThreadMetadata,
+    context: RuntimeContext,
+) -> AsyncIterator[ThreadStreamEvent]:
+    """Give items that came over Chat Completions an id of their own.
+
+    The Agents SDK names every Chat Completions output item `__fake_id__`, and the ChatKit
+    SDK uses the model's item id as the thread item's id, so every reply of a thread would
+    share one id (openai/chatkit-python#36). Each new item gets a store-made id instead.
+    """
+    current: dict[str, str] = {}
+
+    def for_item(model_id: str) -> str:
+        return current.get(model_id, model_id)
+
+    async for event in events:
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id.startswith(FAKE_RESPONSES_ID):
+            current[event.item.id] = store.generate_item_id("message", thread, context)
+        if isinstance(event, (ThreadItemAddedEvent, ThreadItemDoneEvent)):
+            event.item.id = for_item(event.item.id)
+        elif isinstance(event, ThreadItemUpdatedEvent):
+            event.item_id = for_item(event.item_id)
+        yield event
 
 
 async def demo_reply(
