@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,10 @@ from .store import RuntimeContext, SessionStore
 
 # Traces would be exported to OpenAI's platform: no network we were not asked for.
 set_tracing_disabled(True)
+# The OpenAI client logs whole requests (the conversation) at DEBUG, the ChatKit SDK each
+# request's type at INFO: no message text may reach a log line, whatever LOG_LEVEL says.
+for _logger in ("openai", "openai.agents", "httpx", "httpcore", "chatkit"):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
 
 # The Agents SDK reads this many earlier items of a thread as the conversation so far.
 HISTORY_ITEMS = 100
