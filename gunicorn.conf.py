@@ -20,9 +20,11 @@
   itself trusts forwarded headers only from `GUNICORN_FORWARDED_ALLOW_IPS` (127.0.0.1).
 """
 
+import importlib
 import json
 import os
 import sys
+import threading
 import time
 
 from gunicorn.glogging import Logger
@@ -112,6 +114,14 @@ def when_ready(server) -> None:
 
 def post_fork(server, worker) -> None:
     _lifecycle("gunicorn.worker.started", worker_pid=worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    # The ChatKit runtime's SDKs take seconds to import: load them in the background, so the
+    # worker answers pages at once and its first conversation does not wait for them.
+    threading.Thread(
+        target=importlib.import_module, args=("codexweb.runtime.server",), daemon=True
+    ).start()
 
 
 def worker_int(worker) -> None:

@@ -22,7 +22,7 @@ from ..codex.chatkit import ALGORITHM, jwks, token_issuer
 from ..codex.sessions import effective_status
 from ..extensions import db
 from ..models import CodexSession
-from .store import RuntimeContext
+from .context import RuntimeContext
 
 CLAIMS = ("sub", "sid", "exp", "iss", "aud")
 

@@ -41,7 +41,8 @@ from chatkit.types import (
 )
 from openai import AsyncOpenAI
 
-from .store import RuntimeContext, SessionStore
+from .context import RuntimeContext
+from .store import SessionStore
 
 # Traces would be exported to OpenAI's platform: no network we were not asked for.
 set_tracing_disabled(True)

@@ -8,15 +8,19 @@ stays stored and `threads.retry_after_item` can answer it later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer
+from chatkit.server import ChatKitServer, NonStreamingResult
+from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageItem,
+    ErrorCode,
+    ErrorEvent,
     SDKHiddenContextItem,
     ThreadItem,
     ThreadItemDoneEvent,
@@ -26,13 +30,15 @@ from chatkit.types import (
     UserMessageItem,
 )
 from flask import current_app
+from pydantic import ValidationError
 
 from ..codex import sessions
 from ..extensions import db
 from ..logging import emit
 from ..models import CodexSession
 from .agents import agent_spec, demo_reply, model_reply
-from .store import RuntimeContext, SessionStore
+from .context import RuntimeContext
+from .store import SessionStore
 
 UNAVAILABLE = "The agent is unavailable right now. Please try again."
 
@@ -138,3 +144,81 @@ def _fields(thread: ThreadMetadata, context: RuntimeContext) -> dict:
         "agent_id": context.agent_id,
         "placement": context.placement,
     }
+
+
+# Serving: the SDK's async answer on the request's own event loop -----------------------------
+
+
+class UnknownObject(Exception):
+    """The thread or item asked for does not exist for this caller."""
+
+
+class NotAChatKitRequest(Exception):
+    """The body is not a request of the ChatKit protocol."""
+
+
+def chatkit_server() -> CodexChatKitServer:
+    """One server per app: it holds no per-request state (the store is stateless)."""
+    return current_app.extensions.setdefault("codexweb.chatkit_server", CodexChatKitServer())
+
+
+def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
+    """The JSON answer to a ChatKit request, or its Server-Sent Events as a generator.
+
+    Flask is WSGI and the SDK is async: each request gets a small event loop of its own, run
+    in the request's thread, so the store uses Flask-SQLAlchemy's session as any view does,
+    and one slow conversation holds one thread, never another conversation. The first event
+    is produced here, so a thread that is not the caller's is an error answer rather than a
+    stream that breaks after its headers.
+    """
+    loop = asyncio.Runner()
+    try:
+        result = loop.run(chatkit_server().process(body, context))
+        if isinstance(result, NonStreamingResult):
+            loop.close()
+            return result.json
+        stream = result.__aiter__()
+        first = loop.run(_next(stream))
+    except NotFoundError:
+        loop.close()
+        raise UnknownObject() from None
+    except ValidationError:
+        loop.close()
+        raise NotAChatKitRequest() from None
+    except BaseException:
+        loop.close()
+        raise
+    return _events(loop, first, stream)
+
+
+async def _next(stream: AsyncIterator[bytes]) -> bytes:
+    # `asyncio.Runner.run` takes a coroutine; `anext()` alone is a bare awaitable.
+    return await anext(stream)
+
+
+def _events(loop: asyncio.Runner, first: bytes, stream) -> Iterator[bytes]:
+    """The SDK's event stream as a WSGI body, driven on the request's own event loop.
+
+    When the client goes away the server closes this generator: the async stream is closed
+    (no reply is stored half-written) and the loop ends with the request.
+    """
+    try:
+        yield first
+        while True:
+            try:
+                chunk = loop.run(_next(stream))
+            except StopAsyncIteration:
+                return
+            except Exception as error:
+                # After the headers there is no status code left to send: end the stream
+                # with the protocol's error event instead of a broken response.
+                emit("chatkit.stream.broken", logging.ERROR, error=type(error).__name__)
+                failure = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
+                yield b"data: " + failure.model_dump_json(exclude_none=True).encode() + b"\n\n"
+                return
+            yield chunk
+    finally:
+        try:
+            loop.run(stream.aclose())
+        finally:
+            loop.close()

@@ -12,7 +12,6 @@ the app context work as in any view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,22 +23,12 @@ from sqlalchemy import and_, delete, or_, select
 from ..extensions import db
 from ..logging import emit
 from ..models import ChatKitAttachment, ChatKitItem, ChatKitThread
+from .context import RuntimeContext
 
 ITEM_ADAPTER: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
 ATTACHMENT_ADAPTER: TypeAdapter[Attachment] = TypeAdapter(Attachment)
 # Ids come from the SDK (`thr_…`, `msg_…`) or the client; anything longer cannot be ours.
 MAX_ID_LENGTH = 64
-
-
-@dataclass(frozen=True)
-class RuntimeContext:
-    """Who is calling `/chatkit`: resolved from the ChatKit token before the SDK runs."""
-
-    user_id: str
-    session_id: str
-    agent_id: str
-    placement: str
-    context: dict[str, Any]
 
 
 def _aware(moment: datetime) -> datetime:

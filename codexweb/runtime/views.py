@@ -10,34 +10,20 @@ holds one worker thread, never another conversation (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
-from chatkit.server import NonStreamingResult
-from chatkit.store import NotFoundError
-from chatkit.types import ErrorCode, ErrorEvent
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
-from pydantic import ValidationError
 
 from ..errors import Problem, invalid_request
 from ..extensions import limiter
-from ..logging import emit
 from ..ratelimit import bearer_token
 from .access import AccessRefused, Caller, caller_from_token
-from .server import CodexChatKitServer
 
 bp = Blueprint("runtime", __name__)
 
 # The requests that carry a new user message: the ones the per-session limits count.
 MESSAGE_REQUESTS = frozenset({"threads.create", "threads.add_user_message"})
-
-
-def chatkit_server() -> CodexChatKitServer:
-    """One server per app: it holds no per-request state (the store is stateless)."""
-    return current_app.extensions.setdefault("codexweb.chatkit_server", CodexChatKitServer())
 
 
 # Who is calling --------------------------------------------------------------------------
@@ -134,7 +120,7 @@ def check_message_length() -> None:
         )
 
 
-# The endpoint ----------------------------------------------------------------------------
+# The endpoint ---------------------------------------------------------------------------
 
 
 @bp.post("/chatkit")
@@ -142,73 +128,24 @@ def check_message_length() -> None:
 def chatkit():
     caller = current_caller()
     check_message_length()
-    loop = asyncio.Runner()
+    # The SDKs take seconds to import: only workers that serve /chatkit pay for them (and
+    # gunicorn.conf.py warms them up in the background when a worker starts).
+    from .server import NotAChatKitRequest, UnknownObject, answer
+
     try:
-        result = loop.run(chatkit_server().process(request.get_data(cache=True), caller.context))
-        if isinstance(result, NonStreamingResult):
-            loop.close()
-            return _json_response(result.json)
-        # The first event is produced here, so a thread that is not the caller's is a 404
-        # answer rather than a stream that breaks after its headers.
-        stream = result.__aiter__()
-        first = loop.run(_next(stream))
-    except NotFoundError:
-        loop.close()
+        result = answer(request.get_data(cache=True), caller.context)
+    except UnknownObject:
         raise Problem(404, "not_found", "No such thread or item.") from None
-    except ValidationError:
-        loop.close()
+    except NotAChatKitRequest:
         raise invalid_request(
             [{"field": "body", "message": "Not a ChatKit request."}],
             "The body is not a ChatKit protocol request.",
         ) from None
-    except BaseException:
-        loop.close()
-        raise
-    return _stream_response(stream_with_context(_events(loop, first, stream)))
-
-
-async def _next(stream) -> bytes:
-    # `asyncio.Runner.run` takes a coroutine; `anext()` alone is a bare awaitable.
-    return await anext(stream)
-
-
-def _json_response(body: bytes) -> Response:
-    response = Response(body, mimetype="application/json")
+    if isinstance(result, bytes):
+        response = Response(result, mimetype="application/json")
+    else:
+        response = Response(stream_with_context(result), mimetype="text/event-stream")
+        # nginx and other proxies: pass each event on as it comes.
+        response.headers["X-Accel-Buffering"] = "no"
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _stream_response(events: Iterator[bytes]) -> Response:
-    response = Response(events, mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-store"
-    # nginx and other proxies: pass each event on as it comes.
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
-
-
-def _events(loop: asyncio.Runner, first: bytes, stream) -> Iterator[bytes]:
-    """The SDK's event stream as a WSGI body, driven on the request's own event loop.
-
-    When the client goes away the server closes this generator: the async stream is closed
-    (no reply is stored half-written) and the loop ends with the request.
-    """
-    try:
-        yield first
-        while True:
-            try:
-                chunk = loop.run(_next(stream))
-            except StopAsyncIteration:
-                return
-            except Exception as error:
-                # After the headers there is no status code left to send: end the stream
-                # with the protocol's error event instead of a broken response.
-                emit("chatkit.stream.broken", logging.ERROR, error=type(error).__name__)
-                failure = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
-                yield b"data: " + failure.model_dump_json(exclude_none=True).encode() + b"\n\n"
-                return
-            yield chunk
-    finally:
-        try:
-            loop.run(stream.aclose())
-        finally:
-            loop.close()
