@@ -45,7 +45,9 @@ def default_workers() -> int:
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", default_workers()))
-worker_class = "gthread"
+# `GUNICORN_WORKER_CLASS=sync` only to measure against (docs/PERFORMANCE.md): sync workers
+# serve one request each, so two open conversations would hold up every page.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = _env_int("GUNICORN_THREADS", 24)
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)

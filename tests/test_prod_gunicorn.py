@@ -24,6 +24,7 @@ def load_conf(monkeypatch, **env: str) -> dict:
         "GUNICORN_GRACEFUL_TIMEOUT",
         "GUNICORN_BIND",
         "GUNICORN_THREADS",
+        "GUNICORN_WORKER_CLASS",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

@@ -181,3 +181,42 @@ def test_pages_and_the_api_answer_while_sixteen_conversations_stream(tmp_path, m
     ]
     # Behaviour, not a stopwatch: every page answered while all the streams were still open.
     assert max(at for _, _, at in answers) < min(finished)
+
+
+def test_a_client_that_hangs_up_mid_reply_leaves_no_half_written_answer(tmp_path, model_server):
+    model_server.reply = " ".join(f"word{n}" for n in range(60))
+    model_server.word_delay = 0.1
+    with serve_gunicorn(tmp_path, workers=2, env=runtime_env(model_server)) as server:
+        owner = log_in(server, "leaver@example.com")
+        _session_id, token = chatkit_headers(server, owner)
+        received = b""
+        with httpx.stream(
+            "POST", server.url + "/chatkit", json=create_request("Bye"), headers=token, timeout=60
+        ) as reply:
+            for piece in reply.iter_raw():
+                received += piece
+                if received.count(b"assistant_message.content_part.text_delta") >= 3:
+                    break  # and hang up, mid-reply
+        thread_id = sse_events(received.decode(errors="replace"))[0]["thread"]["id"]
+
+        def stored_types() -> list[str]:
+            items = httpx.post(
+                server.url + "/chatkit",
+                json={"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}},
+                headers=token,
+            )
+            return [item["type"] for item in items.json()["data"]]
+
+        # Give the server time to notice (its next write fails) and to run past where the
+        # reply would have ended; the half-streamed answer is never stored.
+        time.sleep(8)
+        assert stored_types() == ["user_message"]
+        model_server.word_delay = 0
+        retried = httpx.post(
+            server.url + "/chatkit",
+            json=add_message_request(thread_id, "Still there?"),
+            headers=token,
+            timeout=60,
+        )
+        assert done_items(sse_events(retried.text), "assistant_message")
+        assert stored_types() == ["user_message", "user_message", "assistant_message"]
