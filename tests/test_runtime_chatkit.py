@@ -7,6 +7,7 @@ that the Agents SDK reaches through its own OpenAI client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -122,6 +123,19 @@ def test_the_demo_agent_streams_a_reply_word_by_word_and_it_persists(
     assert completed["output_chars"] == len(reply)
     assert completed["first_token_ms"] >= 0 and completed["duration_ms"] >= 0
     assert "Where am I" not in "\n".join(events.lines())
+
+
+def test_the_runtime_answers_from_a_thread_that_already_runs_an_event_loop(client, token):
+    """Playwright's sync API (or an async host) leaves a loop running in the calling thread
+    while synchronous code runs there; asyncio allows no second loop in that thread."""
+    outer = asyncio.new_event_loop()
+    asyncio._set_running_loop(outer)  # what such a host does, as asyncio's own API
+    try:
+        events_seen = stream(client, token, create_request("inside"))
+    finally:
+        asyncio._set_running_loop(None)
+        outer.close()
+    assert "".join(deltas(events_seen)) == f"{DEMO_PREFIX} You said: inside"
 
 
 def test_items_list_pages_in_both_orders(client, token):

@@ -9,9 +9,11 @@ stays stored and `threads.retry_after_item` can answer it later.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from chatkit.errors import CustomStreamError
@@ -165,13 +167,13 @@ def chatkit_server() -> CodexChatKitServer:
 def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
     """The JSON answer to a ChatKit request, or its Server-Sent Events as a generator.
 
-    Flask is WSGI and the SDK is async: each request gets a small event loop of its own, run
-    in the request's thread, so the store uses Flask-SQLAlchemy's session as any view does,
-    and one slow conversation holds one thread, never another conversation. The first event
-    is produced here, so a thread that is not the caller's is an error answer rather than a
+    Flask is WSGI and the SDK is async: each request gets a small event loop of its own
+    (`RequestLoop`), so the store uses Flask-SQLAlchemy's session as any view does, and one
+    slow conversation holds one thread, never another conversation. The first event is
+    produced here, so a thread that is not the caller's is an error answer rather than a
     stream that breaks after its headers.
     """
-    loop = asyncio.Runner()
+    loop = RequestLoop()
     try:
         result = loop.run(chatkit_server().process(body, context))
         if isinstance(result, NonStreamingResult):
@@ -191,12 +193,46 @@ def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
     return _events(loop, first, stream)
 
 
+class RequestLoop:
+    """One request's event loop, run with the request's context (Flask's app and request).
+
+    It runs in the request's own thread, unless that thread already runs an event loop (an
+    async host, or a test harness such as Playwright's sync API): asyncio allows one running
+    loop per thread, so then it runs in a helper thread of its own, with the same context.
+    """
+
+    def __init__(self) -> None:
+        self._runner = asyncio.Runner()
+        self._context = contextvars.copy_context()
+        self._helper = ThreadPoolExecutor(1) if _thread_runs_a_loop() else None
+
+    def run(self, coroutine):
+        if self._helper is None:
+            return self._runner.run(coroutine, context=self._context)
+        return self._helper.submit(self._runner.run, coroutine, context=self._context).result()
+
+    def close(self) -> None:
+        if self._helper is None:
+            self._runner.close()
+            return
+        self._helper.submit(self._runner.close).result()
+        self._helper.shutdown()
+
+
+def _thread_runs_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 async def _next(stream: AsyncIterator[bytes]) -> bytes:
     # `asyncio.Runner.run` takes a coroutine; `anext()` alone is a bare awaitable.
     return await anext(stream)
 
 
-def _events(loop: asyncio.Runner, first: bytes, stream) -> Iterator[bytes]:
+def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
     """The SDK's event stream as a WSGI body, driven on the request's own event loop.
 
     When the client goes away the server closes this generator: the async stream is closed
