@@ -124,6 +124,8 @@ def test_a_conversation_streams_persists_and_survives_a_restart(
             restarted.url + "/chatkit",
             json={"type": "threads.get_by_id", "params": {"thread_id": thread_id}},
             headers=token,
+            # A fresh worker may still be loading the SDKs (seconds on a busy machine).
+            timeout=60,
         )
         assert thread.status_code == 200 and len(thread.json()["items"]["data"]) == 4
 
