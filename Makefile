@@ -39,6 +39,7 @@ format: $(VENV)/.installed-test
 bench: $(VENV)/.installed-run
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory wrk
 	$(BIN)/python -m bench.run $(ARGS)
+	$(BIN)/python -m bench.chatkit $(ARGS)
 
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get -o DPkg::Lock::Timeout=300
 wrk:

@@ -1,9 +1,13 @@
 """gunicorn settings for production: `gunicorn -c gunicorn.conf.py wsgi:app`.
 
-- Sync workers (ARCHITECTURE.md: on two cores gthread with keep-alive pinned connections to
-  one worker). `GUNICORN_WORKERS` (or `WEB_CONCURRENCY`) sets their number; the default is
-  gunicorn's advice for sync workers, 2 × cores + 1. Several workers need
-  `CODEXWEB_RATELIMIT_STORAGE_URI=redis://…`, or every limit counts once per worker.
+- Threaded workers (`gthread`): a ChatKit conversation (`/chatkit`) streams for seconds, and
+  holds one thread while it does, never a whole worker, so pages and the API keep answering
+  while conversations stream (CONTRACT §1: 16 streams at once on the default 2 workers).
+  `GUNICORN_WORKERS` (or `WEB_CONCURRENCY`, default 2) processes × `GUNICORN_THREADS`
+  (default 24) threads each; docs/PERFORMANCE.md has the measurements behind the choice
+  (sync workers spend less CPU on short requests, and cannot serve a third stream). Several
+  workers need `CODEXWEB_RATELIMIT_STORAGE_URI=redis://…`, or every limit counts once per
+  worker.
 - Timeouts: a request that runs longer than `GUNICORN_TIMEOUT` gets its worker killed and
   replaced; SIGTERM (systemd stop) and SIGHUP (reload) let running requests finish for up to
   `GUNICORN_GRACEFUL_TIMEOUT` seconds.
@@ -20,13 +24,14 @@
   counts carry over; `child_exit` marks a dead worker's live gauges gone.
 """
 
+import importlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,12 +53,17 @@ def _env_int(name: str, default: int) -> int:
 
 
 def default_workers() -> int:
-    return multiprocessing.cpu_count() * 2 + 1
+    # Threads, not processes, carry the concurrency: two processes keep one worker serving
+    # while the other restarts, and use both cores of the small machines we target.
+    return 2
 
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", default_workers()))
-worker_class = "sync"
+# `GUNICORN_WORKER_CLASS=sync` only to measure against (docs/PERFORMANCE.md): sync workers
+# serve one request each, so two open conversations would hold up every page.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = _env_int("GUNICORN_THREADS", 24)
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 2)
@@ -150,6 +160,14 @@ def when_ready(server) -> None:
 
 def post_fork(server, worker) -> None:
     _lifecycle("gunicorn.worker.started", worker_pid=worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    # The ChatKit runtime's SDKs take seconds to import: load them in the background, so the
+    # worker answers pages at once and its first conversation does not wait for them.
+    threading.Thread(
+        target=importlib.import_module, args=("codexweb.runtime.server",), daemon=True
+    ).start()
 
 
 def worker_int(worker) -> None:

@@ -40,7 +40,7 @@ DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postg
 @dataclass(frozen=True)
 class GunicornSettings:
     workers: int = 2
-    worker_class: str = "sync"  # fixed by gunicorn.conf.py; recorded for the report
+    worker_class: str = "gthread"  # gunicorn.conf.py's default; recorded for the report
 
     def env(self) -> dict[str, str]:
         return {"GUNICORN_WORKERS": str(self.workers)}

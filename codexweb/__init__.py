@@ -85,6 +85,7 @@ def register_blueprints(app: Flask) -> None:
     from .codex.views import bp as codex_views
     from .health import bp as health
     from .openapi import bp as openapi
+    from .runtime.views import bp as runtime
 
     app.register_blueprint(health)
     app.register_blueprint(auth_api)
@@ -97,6 +98,7 @@ def register_blueprints(app: Flask) -> None:
     from .auth.sso_views import bp as sso
 
     app.register_blueprint(sso)
+    app.register_blueprint(runtime)
 
 
 def register_request_hooks(app: Flask) -> None:

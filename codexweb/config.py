@@ -151,6 +151,11 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_KEYS_CACHE_SECONDS": 30,
         "METRICS_ENABLED": False,
         "METRICS_ALLOW": ["127.0.0.1/32", "::1/128"],
+        # The ChatKit runtime (/chatkit, CONTRACT §4b): user messages per Codex session and
+        # minute, the longest message accepted, and seconds a model may stay silent.
+        "CHATKIT_MESSAGES_PER_MINUTE": 20,
+        "CHATKIT_MAX_MESSAGE_CHARS": 8000,
+        "CHATKIT_MODEL_TIMEOUT": 60,
     }
 
 

@@ -115,9 +115,13 @@ def invalid_request(
     return Problem(422, "invalid_request", detail, errors=errors)
 
 
+# Machine endpoints outside /api/: always problem+json, whatever the client accepts.
+JSON_PATHS = frozenset({"/healthz", "/chatkit"})
+
+
 def wants_json() -> bool:
     """One decision for the whole app: does this client get problem+json?"""
-    if request.path.startswith(("/api/", "/.well-known/")) or request.path == "/healthz":
+    if request.path.startswith(("/api/", "/.well-known/")) or request.path in JSON_PATHS:
         return True
     if request.is_json:
         return True

@@ -25,7 +25,7 @@ events_logger = logging.getLogger(EVENTS_LOGGER)
 # Any field whose name contains one of these words is replaced by "[redacted]".
 _SECRET_WORDS = ("password", "token", "secret", "authorization", "cookie", "link", "key")
 # Fields that contain a secret word in their name but hold no secret.
-_SAFE_FIELDS = frozenset({"jti", "kid", "token_type", "tokens_issued"})
+_SAFE_FIELDS = frozenset({"jti", "kid", "token_type", "tokens_issued", "first_token_ms"})
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

@@ -1,4 +1,5 @@
-"""The four tables: users, refresh tokens, Codex sessions and ChatKit sessions.
+"""The tables: users, refresh tokens, Codex sessions, ChatKit sessions, and the ChatKit
+runtime's threads, items and attachments.
 
 Times are stored as naive UTC (SQLite has no time zones) and come back aware through
 `UTCDateTime`, so every comparison in the domain code is between aware UTC datetimes.
@@ -117,6 +118,8 @@ class CodexSession(db.Model):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # DELETE hides a session from the API for good; the row stays for audit until purged.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The session's current ChatKit thread (CONTRACT §4 `thread_id`): moved by each new message.
+    thread_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class ChatKitSession(db.Model):
@@ -235,3 +238,59 @@ class SigningKeyRecord(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sealed_jwk: Mapped[str] = mapped_column(db.Text, nullable=False)
+
+
+# The ChatKit runtime's store (CONTRACT §4b) ------------------------------------------------
+# Each row names its Codex session, so every query of the store is scoped by one indexed
+# column, and deleting a session (ON DELETE CASCADE) takes its whole transcript with it.
+# `data` holds the SDK's own JSON of the thread, item or attachment, as it saved it.
+
+
+class ChatKitThread(db.Model):
+    __tablename__ = "chatkit_threads"
+    __table_args__ = (
+        Index("ix_chatkit_threads_session_created", "codex_session_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    codex_session_id: Mapped[str] = mapped_column(
+        ForeignKey("codex_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class ChatKitItem(db.Model):
+    """One thread item. `position` is the insertion order, the transcript's order."""
+
+    __tablename__ = "chatkit_items"
+    __table_args__ = (
+        Index("uq_chatkit_items_thread_item", "thread_id", "item_id", unique=True),
+        Index("ix_chatkit_items_session", "codex_session_id"),
+    )
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("chatkit_threads.id", ondelete="CASCADE"), nullable=False
+    )
+    codex_session_id: Mapped[str] = mapped_column(
+        ForeignKey("codex_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class ChatKitAttachment(db.Model):
+    """Attachment metadata only; codexweb's runtime accepts no uploads of its own."""
+
+    __tablename__ = "chatkit_attachments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    codex_session_id: Mapped[str] = mapped_column(
+        ForeignKey("codex_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

@@ -325,3 +325,16 @@ def oidc_provider(tmp_path_factory) -> Iterator[Any]:
         require("CODEXWEB_REQUIRE_SERVICES", reason)
     with run_provider(tmp_path_factory.mktemp("oidc")) as provider:
         yield provider
+
+
+# The ChatKit runtime ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_server() -> Iterator[Any]:
+    """A stand-in OpenAI-compatible model server on loopback (tests/model_server.py)."""
+    from tests.model_server import ModelServer
+
+    server = ModelServer().start()
+    yield server
+    server.stop()

@@ -112,6 +112,7 @@ def test_create_returns_the_session_with_location(client, owner, frozen_clock, e
         "last_active_at": "2026-01-02T03:04:05Z",
         "expires_at": "2026-01-02T03:34:05Z",  # idle TTL 1800 s
         "closed_at": None,
+        "thread_id": None,
     }
     assert events.named("codex.session.created") == [
         {

@@ -135,8 +135,9 @@ def test_a_killed_worker_loses_only_its_own_request(server):
         settled = len(load.acknowledged)
         load.wait_for(settled + 10)
     assert any(e["worker_pid"] == victim for e in lifecycle(server, "gunicorn.worker.gone"))
-    # A sync worker holds one request at a time: at most that one is cut off.
-    assert len(load.connection_errors) <= 1, load.connection_errors
+    # A threaded worker holds several requests at once: only those it held are cut off (at
+    # most one per client of the load), and each client carries on through the other worker.
+    assert len(load.connection_errors) <= load.clients, load.connection_errors
     assert load.other_statuses == []
     assert set(load.acknowledged) <= stored_emails(server)
     assert "database is locked" not in server.log()

@@ -28,6 +28,9 @@ TABLES = {
     "mail_outbox",
     "identities",
     "signing_keys",
+    "chatkit_threads",
+    "chatkit_items",
+    "chatkit_attachments",
 }
 
 

@@ -1,11 +1,10 @@
-"""gunicorn.conf.py: worker count, sync workers, timeouts, the JSON access log (no query
+"""gunicorn.conf.py: worker count, threaded workers, timeouts, the JSON access log (no query
 strings, no token paths) and worker lifecycle events, checked on a real gunicorn."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import runpy
 import urllib.request
 from pathlib import Path
@@ -24,6 +23,8 @@ def load_conf(monkeypatch, **env: str) -> dict:
         "GUNICORN_TIMEOUT",
         "GUNICORN_GRACEFUL_TIMEOUT",
         "GUNICORN_BIND",
+        "GUNICORN_THREADS",
+        "GUNICORN_WORKER_CLASS",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -31,10 +32,11 @@ def load_conf(monkeypatch, **env: str) -> dict:
     return runpy.run_path(str(CONF))
 
 
-def test_defaults_are_sync_workers_sized_for_the_cores(monkeypatch):
+def test_defaults_are_two_threaded_workers(monkeypatch):
     conf = load_conf(monkeypatch)
-    assert conf["workers"] == multiprocessing.cpu_count() * 2 + 1
-    assert conf["worker_class"] == "sync"
+    assert conf["workers"] == 2
+    assert conf["worker_class"] == "gthread"
+    assert conf["threads"] == 24
     assert conf["bind"] == "127.0.0.1:8000"
     assert conf["timeout"] == 30
     assert conf["graceful_timeout"] == 30
@@ -52,6 +54,7 @@ def test_environment_sets_workers_and_timeouts(monkeypatch):
     assert (conf["workers"], conf["timeout"], conf["graceful_timeout"]) == (3, 45, 20)
     assert conf["bind"] == "0.0.0.0:9000"
     assert load_conf(monkeypatch, WEB_CONCURRENCY="5")["workers"] == 5
+    assert load_conf(monkeypatch, GUNICORN_THREADS="8")["threads"] == 8
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Endpoints that may be posted without a CSRF token, and why:
 # - auth_api.refresh: authenticated by the refresh cookie alone, which is SameSite=Strict
 #   (never sent cross-site) and scoped to /api/auth; its answer is unreadable cross-origin.
-CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh"})
+# - runtime.chatkit: authenticated by its Bearer ChatKit token only; cookies grant nothing there.
+CSRF_EXEMPT_ENDPOINTS = frozenset({"auth_api.refresh", "runtime.chatkit"})
 # Cookies set SameSite=Strict: a request carrying only these comes from our own site.
 STRICT_COOKIES = frozenset({"refresh_token"})
 

@@ -13,6 +13,7 @@ from ..bodies import parse_body
 from ..clock import isoformat
 from ..errors import Problem
 from ..logging import emit, redact
+from ..runtime.transcript import ThreadNotFound, transcript_json, transcript_page
 from . import chatkit, sessions
 from .limits import session_create_limit, token_limit
 from .schemas import (
@@ -103,6 +104,24 @@ def list_sessions():
         cursor=query_text("cursor"),
     )
     return jsonify(sessions=[sessions.session_json(row) for row in rows], next_cursor=next_cursor)
+
+
+@bp.get("/sessions/<session_id>/transcript")
+@require_verified
+def session_transcript(session_id: str):
+    session = sessions.get_owned_session(current_request_user(), session_id)
+    try:
+        page = transcript_page(
+            session,
+            thread_id=query_text("thread_id"),
+            limit=sessions.parse_limit(request.args.get("limit")),
+            cursor=query_text("cursor"),
+        )
+    except ThreadNotFound:
+        raise Problem(404, "session_not_found", "No such thread in this session.") from None
+    response = jsonify(transcript_json(page))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/sessions/<session_id>/close")

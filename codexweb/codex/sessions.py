@@ -29,7 +29,14 @@ from ..clock import isoformat, utcnow
 from ..errors import Problem, invalid_request
 from ..extensions import db
 from ..logging import emit
-from ..models import ChatKitSession, CodexSession, User
+from ..models import (
+    ChatKitAttachment,
+    ChatKitItem,
+    ChatKitSession,
+    ChatKitThread,
+    CodexSession,
+    User,
+)
 
 STATUSES = ("active", "closed", "expired")
 LIMIT_MAX = 100
@@ -447,6 +454,7 @@ def delete_session(user: User, session_id: str) -> None:
         session.closed_at = now
     session.deleted_at = now
     _end_chatkit_sessions(session)
+    delete_transcripts([session.id])
     db.session.commit()
     _release_chatkit_sessions([session.id])
     emit("codex.session.deleted", **_event_fields(session))
@@ -464,6 +472,37 @@ def _release_chatkit_sessions(codex_session_ids: list[str]) -> None:
     from .chatkit import release_chatkit_sessions
 
     release_chatkit_sessions(codex_session_ids)
+
+
+def delete_transcripts(codex_session_ids: list[str]) -> None:
+    """Remove the ChatKit threads, items and attachments of these sessions (no commit).
+
+    Explicit, children first, rather than left to ON DELETE CASCADE: a deleted session's row
+    stays for audit, but its conversation must not.
+    """
+    for model in (ChatKitItem, ChatKitThread, ChatKitAttachment):
+        db.session.execute(delete(model).where(model.codex_session_id.in_(codex_session_ids)))
+
+
+# The conversation ------------------------------------------------------------------------
+
+
+def set_current_thread(session: CodexSession, thread_id: str) -> None:
+    """Make `thread_id` the session's current thread (the last one the user wrote in).
+
+    A one-column UPDATE that leaves status and expiry to their own rules; the loaded object
+    is kept in step without a second statement.
+    """
+    if session.thread_id == thread_id:
+        return
+    db.session.execute(
+        update(CodexSession)
+        .where(CodexSession.id == session.id)
+        .values(thread_id=thread_id)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(session, "thread_id", thread_id)
+    db.session.commit()
 
 
 # Housekeeping ----------------------------------------------------------------------------
@@ -529,6 +568,7 @@ def _delete_old(cutoff: datetime, batch: int = 500) -> int:
     while ids := db.session.scalars(select(CodexSession.id).where(old).limit(batch)).all():
         # Explicit child delete: SQLite enforces ON DELETE CASCADE only with a pragma.
         db.session.execute(delete(ChatKitSession).where(ChatKitSession.codex_session_id.in_(ids)))
+        delete_transcripts(ids)
         db.session.execute(delete(CodexSession).where(CodexSession.id.in_(ids)))
         db.session.commit()
         deleted += len(ids)
@@ -551,6 +591,7 @@ def session_json(session: CodexSession, now: datetime | None = None) -> dict[str
         "last_active_at": isoformat(session.last_active_at),
         "expires_at": isoformat(session.expires_at),
         "closed_at": isoformat(session.closed_at),
+        "thread_id": session.thread_id,
     }
 
 

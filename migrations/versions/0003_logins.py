@@ -1,7 +1,7 @@
 """logins: the server-side login record, used one-time tokens and the mail outbox
 
 Revision ID: 0003_logins
-Revises: 0001
+Revises: 0002_chatkit_runtime
 Create Date: 2026-11-30
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_logins"
-down_revision = "0001"
+down_revision = "0002_chatkit_runtime"
 branch_labels = None
 depends_on = None
 

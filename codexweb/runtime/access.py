@@ -1,0 +1,95 @@
+"""Who may call `/chatkit`: the bearer of a ChatKit token whose Codex session is still active.
+
+The token is checked the way a third party would check it: EdDSA signature against the
+published key set (`codex.chatkit.jwks()`, whatever stores the keys behind it), `iss`, `aud`,
+`exp`/`nbf`. Then the session must exist, belong to `sub` and be active by the sessions
+module's own rule, so closing, expiring or deleting a session stops its tokens at once, not
+at `exp`. An access token is not a ChatKit token (wrong algorithm and keys): refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from flask import current_app
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import select
+
+from ..codex.chatkit import ALGORITHM, jwks, token_issuer
+from ..codex.sessions import effective_status
+from ..extensions import db
+from ..models import CodexSession
+from .context import RuntimeContext
+
+CLAIMS = ("sub", "sid", "exp", "iss", "aud")
+
+
+class AccessRefused(Exception):
+    """The caller may not use the runtime. `code` is the problem code the HTTP layer sends."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Caller:
+    session: CodexSession
+    context: RuntimeContext
+
+
+def caller_from_token(token: str | None) -> Caller:
+    """The (user, Codex session) a ChatKit token speaks for, or `AccessRefused`."""
+    if not token:
+        raise AccessRefused("authentication_required", "A ChatKit token is required.")
+    claims = _verified_claims(token)
+    session = _active_session(claims)
+    return Caller(
+        session=session,
+        context=RuntimeContext(
+            user_id=session.user_id,
+            session_id=session.id,
+            agent_id=session.agent_id,
+            placement=session.placement,
+            context=dict(session.context or {}),
+        ),
+    )
+
+
+def _verified_claims(token: str) -> dict:
+    registry = jwt.JWTClaimsRegistry(
+        leeway=0,
+        iss={"essential": True, "value": token_issuer()},
+        aud={"essential": True, "value": current_app.config["CHATKIT_AUDIENCE"]},
+        **{name: {"essential": True} for name in ("sub", "sid", "exp")},
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # joserfc's RFC 9864 note about the name "EdDSA"
+            decoded = jwt.decode(token, KeySet.import_key_set(jwks()), algorithms=[ALGORITHM])
+        registry.validate(decoded.claims)
+    except (JoseError, ValueError, TypeError):
+        raise AccessRefused("token_invalid", "The ChatKit token is invalid or expired.") from None
+    return decoded.claims
+
+
+def _active_session(claims: dict) -> CodexSession:
+    session_id, user_id = claims.get("sid"), claims.get("sub")
+    session = None
+    if isinstance(session_id, str) and isinstance(user_id, str) and len(session_id) <= 40:
+        session = db.session.scalars(
+            select(CodexSession).where(
+                CodexSession.id == session_id,
+                CodexSession.user_id == user_id,
+                CodexSession.deleted_at.is_(None),
+            )
+        ).first()
+    if session is None or effective_status(session) != "active":
+        raise AccessRefused(
+            "token_invalid", "The Codex session of this ChatKit token is no longer active."
+        )
+    return session

@@ -1,0 +1,199 @@
+"""CODEX_AGENTS entries as responders: an OpenAI Agents SDK agent, or the offline demo.
+
+An agent with a `model` answers through the Agents SDK, streaming, against OpenAI or any
+OpenAI-compatible server (`base_url`; Chat Completions by default there, `api: "responses"`
+to use the Responses API). Its instructions are followed by the session's placement and
+`context`, so the agent knows where the user came from. An agent without a `model` is the
+local demo: it streams a short reply word by word and needs no key and no network.
+
+Each responder is an async iterator of ChatKit events built with the SDK's own types; the
+server persists what it yields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from agents import (
+    Agent,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    Runner,
+    set_tracing_disabled,
+)
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageContentPartTextDelta,
+    AssistantMessageItem,
+    ThreadItem,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+)
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+from .context import RuntimeContext
+from .store import SessionStore
+
+# Traces would be exported to OpenAI's platform: no network we were not asked for.
+set_tracing_disabled(True)
+# The OpenAI client logs whole requests (the conversation) at DEBUG, the ChatKit SDK each
+# request's type at INFO: no message text may reach a log line, whatever LOG_LEVEL says.
+for _logger in ("openai", "openai.agents", "httpx", "httpcore", "chatkit"):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
+
+# The Agents SDK reads this many earlier items of a thread as the conversation so far.
+HISTORY_ITEMS = 100
+# A pause between the demo's words, so a browser shows the reply arriving.
+DEMO_WORD_DELAY = 0.03
+
+
+class ChatCompletionsConverter(ThreadItemConverter):
+    """Earlier assistant replies as plain text content.
+
+    The SDK's default sends them as `output_text` parts, which the Agents SDK's Chat
+    Completions path refuses (`UserError: Unknown content`) from the second turn on.
+    """
+
+    async def assistant_message_to_input(self, item: AssistantMessageItem):
+        return {
+            "type": "message",
+            "role": "assistant",
+            "content": "".join(part.text for part in item.content),
+        }
+
+
+def agent_spec(agent_id: str, agents_config: dict[str, Any]) -> dict[str, Any]:
+    return dict(agents_config.get(agent_id) or {})
+
+
+def instructions_for(spec: dict[str, Any], context: RuntimeContext) -> str:
+    """The agent's instructions, then where the user came from."""
+    base = spec.get("instructions") or "You are a helpful assistant."
+    session_context = json.dumps(context.context, ensure_ascii=False, sort_keys=True)
+    return (
+        f"{base}\n\nThe user opened this conversation in the placement "
+        f"{context.placement!r}. Session context (JSON): {session_context}"
+    )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every model client: building it reads the system's CA bundle,
+    a quarter of a conversation's cost when each conversation built its own (measured)."""
+    return ssl.create_default_context()
+
+
+def _model(spec: dict[str, Any], default_api_key: str | None, timeout: float):
+    base_url = spec.get("base_url")
+    # Created per conversation: the client's connection pool belongs to this request's
+    # event loop, which ends with the request.
+    client = AsyncOpenAI(
+        base_url=base_url,
+        api_key=spec.get("api_key") or default_api_key or "not-needed",
+        timeout=timeout,
+        max_retries=0,
+        http_client=DefaultAsyncHttpxClient(verify=_tls_context(), timeout=timeout),
+    )
+    api = spec.get("api") or ("chat_completions" if base_url else "responses")
+    if api == "responses":
+        return OpenAIResponsesModel(model=spec["model"], openai_client=client), api, client
+    return OpenAIChatCompletionsModel(model=spec["model"], openai_client=client), api, client
+
+
+async def model_reply(
+    spec: dict[str, Any],
+    thread: ThreadMetadata,
+    store: SessionStore,
+    context: RuntimeContext,
+    *,
+    default_api_key: str | None,
+    timeout: float,
+) -> AsyncIterator[ThreadStreamEvent]:
+    """Stream the configured model's answer to the thread so far."""
+    model, api, client = _model(spec, default_api_key, timeout)
+    agent = Agent(
+        name=spec.get("name") or context.agent_id,
+        instructions=instructions_for(spec, context),
+        model=model,
+    )
+    history = await store.load_thread_items(thread.id, None, HISTORY_ITEMS, "desc", context)
+    items: list[ThreadItem] = list(reversed(history.data))
+    converter = ChatCompletionsConverter() if api == "chat_completions" else ThreadItemConverter()
+    agent_context = AgentContext(thread=thread, store=store, request_context=context)
+    result = Runner.run_streamed(
+        agent, await converter.to_agent_input(items), context=agent_context
+    )
+    try:
+        async for event in _with_real_ids(
+            stream_agent_response(agent_context, result), store, thread, context
+        ):
+            yield event
+    finally:
+        result.cancel()
+        await client.close()
+
+
+async def _with_real_ids(
+    events: AsyncIterator[ThreadStreamEvent],
+    store: SessionStore,
+    thread: ThreadMetadata,
+    context: RuntimeContext,
+) -> AsyncIterator[ThreadStreamEvent]:
+    """Give items that came over Chat Completions an id of their own.
+
+    The Agents SDK names every Chat Completions output item `__fake_id__`, and the ChatKit
+    SDK uses the model's item id as the thread item's id, so every reply of a thread would
+    share one id (openai/chatkit-python#36). Each new item gets a store-made id instead.
+    """
+    current: dict[str, str] = {}
+
+    def for_item(model_id: str) -> str:
+        return current.get(model_id, model_id)
+
+    async for event in events:
+        if isinstance(event, ThreadItemAddedEvent) and event.item.id.startswith(FAKE_RESPONSES_ID):
+            current[event.item.id] = store.generate_item_id("message", thread, context)
+        if isinstance(event, (ThreadItemAddedEvent, ThreadItemDoneEvent)):
+            event.item.id = for_item(event.item.id)
+        elif isinstance(event, ThreadItemUpdatedEvent):
+            event.item_id = for_item(event.item_id)
+        yield event
+
+
+async def demo_reply(
+    agent_name: str, message_text: str, thread: ThreadMetadata, store: SessionStore, context
+) -> AsyncIterator[ThreadStreamEvent]:
+    """The offline demo agent: says what it is and echoes the message, word by word."""
+    text = (
+        f"This is {agent_name}, codexweb's offline demo agent (no model is configured). "
+        f"You said: {message_text}"
+    )
+    item = AssistantMessageItem(
+        id=store.generate_item_id("message", thread, context),
+        thread_id=thread.id,
+        created_at=datetime.now(),
+        content=[AssistantMessageContent(text="")],
+    )
+    yield ThreadItemAddedEvent(item=item)
+    words = text.split(" ")
+    for index, word in enumerate(words):
+        delta = word if index == 0 else f" {word}"
+        yield ThreadItemUpdatedEvent(
+            item_id=item.id,
+            update=AssistantMessageContentPartTextDelta(content_index=0, delta=delta),
+        )
+        await asyncio.sleep(DEMO_WORD_DELAY)
+    done = item.model_copy(update={"content": [AssistantMessageContent(text=text)]})
+    yield ThreadItemDoneEvent(item=done)

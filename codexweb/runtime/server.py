@@ -1,0 +1,260 @@
+"""codexweb's ChatKit server: the SDK's `ChatKitServer`, answering with the session's agent.
+
+The SDK speaks the protocol and persists what `respond` yields; this class decides who
+answers, moves the session's current thread, keeps the events (never the text), and turns a
+failing model into the protocol's `error` event with `allow_retry`, so the user's message
+stays stored and `threads.retry_after_item` can answer it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from chatkit.errors import CustomStreamError
+from chatkit.server import ChatKitServer, NonStreamingResult
+from chatkit.store import NotFoundError
+from chatkit.types import (
+    AssistantMessageItem,
+    ErrorCode,
+    ErrorEvent,
+    SDKHiddenContextItem,
+    ThreadItem,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    UserMessageItem,
+)
+from flask import current_app
+from pydantic import ValidationError
+
+from ..codex import sessions
+from ..extensions import db
+from ..logging import emit
+from ..models import CodexSession
+from .agents import agent_spec, demo_reply, model_reply
+from .context import RuntimeContext
+from .store import SessionStore
+
+UNAVAILABLE = "The agent is unavailable right now. Please try again."
+
+
+def message_text(item: UserMessageItem | None) -> str:
+    """What the user wrote: the text parts of the message, tags included."""
+    if item is None:
+        return ""
+    return "".join(getattr(part, "text", "") for part in item.content)
+
+
+class CodexChatKitServer(ChatKitServer[RuntimeContext]):
+    def __init__(self) -> None:
+        super().__init__(SessionStore())
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: RuntimeContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        if input_user_message is not None:
+            self._record_message(thread, input_user_message, context)
+        started = time.monotonic()
+        first_token_ms: int | None = None
+        output_chars = 0
+        try:
+            async for event in self._reply(thread, input_user_message, context):
+                if first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent):
+                    first_token_ms = round((time.monotonic() - started) * 1000)
+                if isinstance(event, ThreadItemDoneEvent) and isinstance(
+                    event.item, AssistantMessageItem
+                ):
+                    output_chars += sum(len(part.text) for part in event.item.content)
+                yield event
+        except Exception as error:
+            emit(
+                "chatkit.response.failed",
+                logging.WARNING,
+                **_fields(thread, context),
+                error=type(error).__name__,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+            raise CustomStreamError(UNAVAILABLE, allow_retry=True) from None
+        emit(
+            "chatkit.response.completed",
+            **_fields(thread, context),
+            first_token_ms=first_token_ms,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            output_chars=output_chars,
+        )
+
+    def _reply(
+        self, thread: ThreadMetadata, message: UserMessageItem | None, context: RuntimeContext
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        config = current_app.config
+        spec = agent_spec(context.agent_id, config["CODEX_AGENTS"])
+        if not spec.get("model"):
+            name = spec.get("name") or context.agent_id
+            return demo_reply(name, message_text(message), thread, self.store, context)
+        return model_reply(
+            spec,
+            thread,
+            self.store,
+            context,
+            default_api_key=config.get("OPENAI_API_KEY"),
+            timeout=float(config["CHATKIT_MODEL_TIMEOUT"]),
+        )
+
+    def _record_message(
+        self, thread: ThreadMetadata, message: UserMessageItem, context: RuntimeContext
+    ) -> None:
+        session = db.session.get(CodexSession, context.session_id)
+        if session is not None:
+            sessions.set_current_thread(session, thread.id)
+            sessions.touch(session)
+        emit(
+            "chatkit.message.received", **_fields(thread, context), chars=len(message_text(message))
+        )
+
+    async def handle_stream_cancelled(
+        self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RuntimeContext
+    ) -> None:
+        """The client went away mid-reply: keep no half-written answer (the SDK's default
+        would store it), only a note so the next reply does not continue the cut one."""
+        await self.store.add_thread_item(
+            thread.id,
+            SDKHiddenContextItem(
+                thread_id=thread.id,
+                created_at=datetime.now(),
+                id=self.store.generate_item_id("sdk_hidden_context", thread, context),
+                content="The user cancelled the stream. Stop responding to the prior request.",
+            ),
+            context=context,
+        )
+
+
+def _fields(thread: ThreadMetadata, context: RuntimeContext) -> dict:
+    return {
+        "user_id": context.user_id,
+        "session_id": context.session_id,
+        "thread_id": thread.id,
+        "agent_id": context.agent_id,
+        "placement": context.placement,
+    }
+
+
+# Serving: the SDK's async answer on the request's own event loop -----------------------------
+
+
+class UnknownObject(Exception):
+    """The thread or item asked for does not exist for this caller."""
+
+
+class NotAChatKitRequest(Exception):
+    """The body is not a request of the ChatKit protocol."""
+
+
+def chatkit_server() -> CodexChatKitServer:
+    """One server per app: it holds no per-request state (the store is stateless)."""
+    return current_app.extensions.setdefault("codexweb.chatkit_server", CodexChatKitServer())
+
+
+def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
+    """The JSON answer to a ChatKit request, or its Server-Sent Events as a generator.
+
+    Flask is WSGI and the SDK is async: each request gets a small event loop of its own
+    (`RequestLoop`), so the store uses Flask-SQLAlchemy's session as any view does, and one
+    slow conversation holds one thread, never another conversation. The first event is
+    produced here, so a thread that is not the caller's is an error answer rather than a
+    stream that breaks after its headers.
+    """
+    loop = RequestLoop()
+    try:
+        result = loop.run(chatkit_server().process(body, context))
+        if isinstance(result, NonStreamingResult):
+            loop.close()
+            return result.json
+        stream = result.__aiter__()
+        first = loop.run(_next(stream))
+    except NotFoundError:
+        loop.close()
+        raise UnknownObject() from None
+    except ValidationError:
+        loop.close()
+        raise NotAChatKitRequest() from None
+    except BaseException:
+        loop.close()
+        raise
+    return _events(loop, first, stream)
+
+
+class RequestLoop:
+    """One request's event loop, run with the request's context (Flask's app and request).
+
+    It runs in the request's own thread, unless that thread already runs an event loop (an
+    async host, or a test harness such as Playwright's sync API): asyncio allows one running
+    loop per thread, so then it runs in a helper thread of its own, with the same context.
+    """
+
+    def __init__(self) -> None:
+        self._runner = asyncio.Runner()
+        self._context = contextvars.copy_context()
+        self._helper = ThreadPoolExecutor(1) if _thread_runs_a_loop() else None
+
+    def run(self, coroutine):
+        if self._helper is None:
+            return self._runner.run(coroutine, context=self._context)
+        return self._helper.submit(self._runner.run, coroutine, context=self._context).result()
+
+    def close(self) -> None:
+        if self._helper is None:
+            self._runner.close()
+            return
+        self._helper.submit(self._runner.close).result()
+        self._helper.shutdown()
+
+
+def _thread_runs_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _next(stream: AsyncIterator[bytes]) -> bytes:
+    # `asyncio.Runner.run` takes a coroutine; `anext()` alone is a bare awaitable.
+    return await anext(stream)
+
+
+def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
+    """The SDK's event stream as a WSGI body, driven on the request's own event loop.
+
+    When the client goes away the server closes this generator: the async stream is closed
+    (no reply is stored half-written) and the loop ends with the request.
+    """
+    try:
+        yield first
+        while True:
+            try:
+                chunk = loop.run(_next(stream))
+            except StopAsyncIteration:
+                return
+            except Exception as error:
+                # After the headers there is no status code left to send: end the stream
+                # with the protocol's error event instead of a broken response.
+                emit("chatkit.stream.broken", logging.ERROR, error=type(error).__name__)
+                failure = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
+                yield b"data: " + failure.model_dump_json(exclude_none=True).encode() + b"\n\n"
+                return
+            yield chunk
+    finally:
+        try:
+            loop.run(stream.aclose())
+        finally:
+            loop.close()

@@ -1,0 +1,246 @@
+"""The ChatKit SDK's `Store` on codexweb's database.
+
+Every query is scoped to the caller's Codex session (`RuntimeContext.session_id`), which the
+token check already tied to its user: another session's thread, item or attachment is
+`NotFoundError` to the SDK, exactly as if it did not exist. The SDK's own JSON of each object
+is stored as it gave it, so what the protocol reads back is what it wrote.
+
+The methods are `async` because the SDK awaits them; they run plain SQLAlchemy on the request
+thread's own event loop (see `runtime/server.py`), so Flask-SQLAlchemy's scoped session and
+the app context work as in any view.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from chatkit.store import NotFoundError, Store
+from chatkit.types import Attachment, Page, Thread, ThreadItem, ThreadMetadata
+from pydantic import TypeAdapter
+from sqlalchemy import and_, delete, or_, select
+
+from ..extensions import db
+from ..logging import emit
+from ..models import ChatKitAttachment, ChatKitItem, ChatKitThread
+from .context import RuntimeContext
+
+ITEM_ADAPTER: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
+ATTACHMENT_ADAPTER: TypeAdapter[Attachment] = TypeAdapter(Attachment)
+# Ids come from the SDK (`thr_…`, `msg_…`) or the client; anything longer cannot be ours.
+MAX_ID_LENGTH = 64
+
+
+def _aware(moment: datetime) -> datetime:
+    # The SDK stamps items with naive local time (`datetime.now()`): astimezone reads it so.
+    return moment.astimezone(UTC)
+
+
+def _plausible_id(value: Any) -> bool:
+    # PostgreSQL refuses NUL in text (a 500) where SQLite just finds no row.
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and "\x00" not in value
+
+
+class SessionStore(Store[RuntimeContext]):
+    # Threads --------------------------------------------------------------------------
+
+    def _thread_row(self, thread_id: str, context: RuntimeContext) -> ChatKitThread:
+        row = None
+        if _plausible_id(thread_id):
+            row = db.session.scalars(
+                select(ChatKitThread).where(
+                    ChatKitThread.id == thread_id,
+                    ChatKitThread.codex_session_id == context.session_id,
+                    ChatKitThread.user_id == context.user_id,
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return row
+
+    async def load_thread(self, thread_id: str, context: RuntimeContext) -> ThreadMetadata:
+        return ThreadMetadata.model_validate(self._thread_row(thread_id, context).data)
+
+    async def save_thread(self, thread: ThreadMetadata, context: RuntimeContext) -> None:
+        # A full `Thread` carries its items too; those are stored item by item.
+        fields = thread.model_dump(
+            mode="json", exclude={"items"} if isinstance(thread, Thread) else None
+        )
+        row = db.session.get(ChatKitThread, thread.id)
+        if row is None:
+            db.session.add(
+                ChatKitThread(
+                    id=thread.id,
+                    codex_session_id=context.session_id,
+                    user_id=context.user_id,
+                    created_at=_aware(thread.created_at),
+                    data=fields,
+                )
+            )
+            emit(
+                "chatkit.thread.created",
+                user_id=context.user_id,
+                session_id=context.session_id,
+                thread_id=thread.id,
+                agent_id=context.agent_id,
+                placement=context.placement,
+            )
+        elif row.codex_session_id != context.session_id or row.user_id != context.user_id:
+            raise NotFoundError(f"Thread {thread.id} not found")
+        else:
+            row.data = fields
+        db.session.commit()
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: RuntimeContext
+    ) -> Page[ThreadMetadata]:
+        query = select(ChatKitThread).where(
+            ChatKitThread.codex_session_id == context.session_id,
+            ChatKitThread.user_id == context.user_id,
+        )
+        columns = (ChatKitThread.created_at, ChatKitThread.id)
+        if after:
+            anchor = self._thread_row(after, context)
+            query = query.where(_beyond(columns, (anchor.created_at, anchor.id), order))
+        rows = db.session.scalars(query.order_by(*_ordered(columns, order)).limit(limit + 1)).all()
+        threads = [ThreadMetadata.model_validate(row.data) for row in rows[:limit]]
+        return Page(
+            data=threads,
+            has_more=len(rows) > limit,
+            after=threads[-1].id if threads else None,
+        )
+
+    async def delete_thread(self, thread_id: str, context: RuntimeContext) -> None:
+        row = self._thread_row(thread_id, context)
+        # Explicit child delete: the ORM deletes the parent row by primary key, and the items
+        # must go whatever the connection's foreign-key settings.
+        db.session.execute(delete(ChatKitItem).where(ChatKitItem.thread_id == row.id))
+        db.session.delete(row)
+        db.session.commit()
+
+    # Items ----------------------------------------------------------------------------
+
+    def _item_row(self, thread_id: str, item_id: str, context: RuntimeContext) -> ChatKitItem:
+        row = None
+        if _plausible_id(thread_id) and _plausible_id(item_id):
+            row = db.session.scalars(
+                select(ChatKitItem).where(
+                    ChatKitItem.thread_id == thread_id,
+                    ChatKitItem.item_id == item_id,
+                    ChatKitItem.codex_session_id == context.session_id,
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"Item {item_id} not found")
+        return row
+
+    async def load_thread_items(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        context: RuntimeContext,
+    ) -> Page[ThreadItem]:
+        self._thread_row(thread_id, context)
+        query = select(ChatKitItem).where(
+            ChatKitItem.thread_id == thread_id,
+            ChatKitItem.codex_session_id == context.session_id,
+        )
+        if after:
+            anchor = self._item_row(thread_id, after, context)
+            position = ChatKitItem.position
+            query = query.where(
+                position < anchor.position if order == "desc" else position > anchor.position
+            )
+        ordering = ChatKitItem.position.desc() if order == "desc" else ChatKitItem.position.asc()
+        rows = db.session.scalars(query.order_by(ordering).limit(limit + 1)).all()
+        items = [ITEM_ADAPTER.validate_python(row.data) for row in rows[:limit]]
+        return Page(data=items, has_more=len(rows) > limit, after=items[-1].id if items else None)
+
+    async def add_thread_item(
+        self, thread_id: str, item: ThreadItem, context: RuntimeContext
+    ) -> None:
+        self._thread_row(thread_id, context)
+        db.session.add(self._new_item_row(thread_id, item, context))
+        db.session.commit()
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: RuntimeContext) -> None:
+        self._thread_row(thread_id, context)
+        row = db.session.scalars(
+            select(ChatKitItem).where(
+                ChatKitItem.thread_id == thread_id,
+                ChatKitItem.item_id == item.id,
+                ChatKitItem.codex_session_id == context.session_id,
+            )
+        ).first()
+        if row is None:
+            db.session.add(self._new_item_row(thread_id, item, context))
+        else:
+            row.data = item.model_dump(mode="json")
+            row.kind = item.type
+        db.session.commit()
+
+    async def load_item(self, thread_id: str, item_id: str, context: RuntimeContext) -> ThreadItem:
+        return ITEM_ADAPTER.validate_python(self._item_row(thread_id, item_id, context).data)
+
+    async def delete_thread_item(
+        self, thread_id: str, item_id: str, context: RuntimeContext
+    ) -> None:
+        db.session.delete(self._item_row(thread_id, item_id, context))
+        db.session.commit()
+
+    @staticmethod
+    def _new_item_row(thread_id: str, item: ThreadItem, context: RuntimeContext) -> ChatKitItem:
+        return ChatKitItem(
+            item_id=item.id,
+            thread_id=thread_id,
+            codex_session_id=context.session_id,
+            kind=item.type,
+            created_at=_aware(item.created_at),
+            data=item.model_dump(mode="json"),
+        )
+
+    # Attachments (metadata only) ------------------------------------------------------
+
+    def _attachment_row(self, attachment_id: str, context: RuntimeContext) -> ChatKitAttachment:
+        row = (
+            db.session.get(ChatKitAttachment, attachment_id)
+            if _plausible_id(attachment_id)
+            else None
+        )
+        if row is None or row.codex_session_id != context.session_id:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return row
+
+    async def save_attachment(self, attachment: Attachment, context: RuntimeContext) -> None:
+        row = db.session.get(ChatKitAttachment, attachment.id)
+        data = attachment.model_dump(mode="json")
+        if row is None:
+            db.session.add(
+                ChatKitAttachment(id=attachment.id, codex_session_id=context.session_id, data=data)
+            )
+        elif row.codex_session_id != context.session_id:
+            raise NotFoundError(f"Attachment {attachment.id} not found")
+        else:
+            row.data = data
+        db.session.commit()
+
+    async def load_attachment(self, attachment_id: str, context: RuntimeContext) -> Attachment:
+        return ATTACHMENT_ADAPTER.validate_python(self._attachment_row(attachment_id, context).data)
+
+    async def delete_attachment(self, attachment_id: str, context: RuntimeContext) -> None:
+        db.session.delete(self._attachment_row(attachment_id, context))
+        db.session.commit()
+
+
+def _ordered(columns: tuple, order: str) -> list:
+    return [column.desc() if order == "desc" else column.asc() for column in columns]
+
+
+def _beyond(columns: tuple, anchor: tuple, order: str):
+    """Keyset condition: rows after `anchor` in `order` over (created_at, id)."""
+    (created, row_id), (anchor_created, anchor_id) = columns, anchor
+    if order == "desc":
+        return or_(created < anchor_created, and_(created == anchor_created, row_id < anchor_id))
+    return or_(created > anchor_created, and_(created == anchor_created, row_id > anchor_id))

@@ -1,0 +1,151 @@
+"""`POST /chatkit`: the HTTP side of the runtime (CONTRACT §4b).
+
+HTTP only: who is calling (the ChatKit token), the limits that must refuse a message before
+the SDK stores it, and the serving of the SDK's answer. The SDK is async and Flask is WSGI:
+each request gets its own small event loop, run in the request's thread, and a streamed
+answer is a plain generator over that loop (`stream_with_context`), so the Store uses
+Flask-SQLAlchemy's session and the app context as any view does, and one slow conversation
+holds one worker thread, never another conversation (docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
+
+from ..errors import Problem, invalid_request
+from ..extensions import limiter
+from ..ratelimit import bearer_token
+from .access import AccessRefused, Caller, caller_from_token
+
+bp = Blueprint("runtime", __name__)
+
+# The requests that carry a new user message: the ones the per-session limits count.
+MESSAGE_REQUESTS = frozenset({"threads.create", "threads.add_user_message"})
+
+
+# Who is calling --------------------------------------------------------------------------
+
+
+def current_caller() -> Caller:
+    """The caller of this request, resolved once (the limit's key needs it before the view)."""
+    if "chatkit_caller" not in g:
+        try:
+            g.chatkit_caller = caller_from_token(bearer_token())
+        except AccessRefused as refused:
+            g.chatkit_caller = refused
+    if isinstance(g.chatkit_caller, AccessRefused):
+        refused = g.chatkit_caller
+        raise Problem(
+            401, refused.code, refused.detail, headers={"WWW-Authenticate": _challenge(refused)}
+        )
+    return g.chatkit_caller
+
+
+def _challenge(refused: AccessRefused) -> str:
+    if refused.code == "authentication_required":
+        return "Bearer"
+    return 'Bearer error="invalid_token"'
+
+
+# What is asked ---------------------------------------------------------------------------
+
+
+def protocol_request() -> dict[str, Any]:
+    """The request body as JSON (the SDK validates it fully); {} when it is not JSON."""
+    if "chatkit_request" not in g:
+        try:
+            body = json.loads(request.get_data(cache=True) or b"null")
+        except ValueError:
+            body = None
+        g.chatkit_request = body if isinstance(body, dict) else {}
+    return g.chatkit_request
+
+
+def is_new_message() -> bool:
+    return protocol_request().get("type") in MESSAGE_REQUESTS
+
+
+def new_message_chars() -> int:
+    params = protocol_request().get("params")
+    message = params.get("input") if isinstance(params, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return 0
+    return sum(
+        len(part["text"])
+        for part in content
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    )
+
+
+# Limits ----------------------------------------------------------------------------------
+
+
+def _message_limit() -> str:
+    return f"{int(current_app.config['CHATKIT_MESSAGES_PER_MINUTE'])}/minute"
+
+
+def _session_key() -> str:
+    try:
+        return f"chatkit-session:{current_caller().context.session_id}"
+    except Problem:
+        return f"chatkit-refused:{request.remote_addr}"
+
+
+def _not_counted() -> bool:
+    """Only new user messages of a valid caller count against the session's budget."""
+    if not is_new_message():
+        return True
+    try:
+        current_caller()
+    except Problem:
+        return True  # the view answers 401
+    return False
+
+
+message_limit = limiter.limit(
+    _message_limit, key_func=_session_key, exempt_when=_not_counted, methods=["POST"]
+)
+
+
+def check_message_length() -> None:
+    maximum = int(current_app.config["CHATKIT_MAX_MESSAGE_CHARS"])
+    if is_new_message() and new_message_chars() > maximum:
+        raise invalid_request(
+            [{"field": "params.input.content", "message": f"At most {maximum} characters."}],
+            f"The message is too long: at most {maximum} characters.",
+        )
+
+
+# The endpoint ---------------------------------------------------------------------------
+
+
+@bp.post("/chatkit")
+@message_limit
+def chatkit():
+    caller = current_caller()
+    check_message_length()
+    # The SDKs take seconds to import: only workers that serve /chatkit pay for them (and
+    # gunicorn.conf.py warms them up in the background when a worker starts).
+    from .server import NotAChatKitRequest, UnknownObject, answer
+
+    try:
+        result = answer(request.get_data(cache=True), caller.context)
+    except UnknownObject:
+        raise Problem(404, "not_found", "No such thread or item.") from None
+    except NotAChatKitRequest:
+        raise invalid_request(
+            [{"field": "body", "message": "Not a ChatKit request."}],
+            "The body is not a ChatKit protocol request.",
+        ) from None
+    if isinstance(result, bytes):
+        response = Response(result, mimetype="application/json")
+    else:
+        response = Response(stream_with_context(result), mimetype="text/event-stream")
+        # nginx and other proxies: pass each event on as it comes.
+        response.headers["X-Accel-Buffering"] = "no"
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,456 @@
+"""The ChatKit runtime (`POST /chatkit`, CONTRACT §4b) through Flask's test client: the
+protocol, the store behind it, who may call, the limits and the failures of a model.
+
+The model is the stand-in server of tests/model_server.py, a real HTTP server on loopback
+that the Agents SDK reaches through its own OpenAI client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from codexweb.extensions import db
+from codexweb.models import ChatKitItem, ChatKitThread
+from tests.codex_support import new_session
+from tests.runtime_support import (
+    add_message_request,
+    assistant_text,
+    chatkit_token,
+    create_request,
+    deltas,
+    done_items,
+    model_agents,
+    sse_events,
+)
+
+DEMO_PREFIX = "This is Demo agent, codexweb's offline demo agent (no model is configured)."
+
+
+@pytest.fixture
+def owner(user, auth_headers):
+    return auth_headers(user)
+
+
+@pytest.fixture
+def session(client, owner):
+    return new_session(client, owner, context={"repo": "acme/app"})
+
+
+@pytest.fixture
+def token(client, owner, session):
+    return chatkit_token(client, owner, session["session_id"])
+
+
+def post(client, headers, body):
+    return client.post("/chatkit", json=body, headers=headers)
+
+
+def stream(client, headers, body) -> list[dict]:
+    response = post(client, headers, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/event-stream"
+    return sse_events(response.get_data(as_text=True))
+
+
+def call(client, headers, type_: str, **params) -> dict:
+    response = post(client, headers, {"type": type_, "params": params})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["code"] == code
+    return body
+
+
+def stored(app) -> tuple[int, int]:
+    with app.app_context():
+        threads = db.session.scalar(select(func.count()).select_from(ChatKitThread))
+        items = db.session.scalar(select(func.count()).select_from(ChatKitItem))
+        return threads, items
+
+
+# The demo agent --------------------------------------------------------------------------
+
+
+def test_the_demo_agent_streams_a_reply_word_by_word_and_it_persists(
+    client, owner, session, token, events
+):
+    events_seen = stream(client, token, create_request("Where am I?"))
+
+    assert [event["type"] for event in events_seen[:3]] == [
+        "thread.created",
+        "thread.item.done",
+        "stream_options",
+    ]
+    thread_id = events_seen[0]["thread"]["id"]
+    words = deltas(events_seen)
+    assert len(words) > 5
+    reply = f"{DEMO_PREFIX} You said: Where am I?"
+    assert "".join(words) == reply
+    [answer] = done_items(events_seen, "assistant_message")
+    assert assistant_text(answer) == reply
+
+    # The session now points at the thread, so a reload resumes it.
+    fetched = client.get(f"/api/codex/sessions/{session['session_id']}", headers=owner)
+    assert fetched.get_json()["thread_id"] == thread_id
+    current = client.get("/api/codex/sessions/current", headers=owner)
+    assert current.get_json()["thread_id"] == thread_id
+
+    thread = call(client, token, "threads.get_by_id", thread_id=thread_id)
+    assert [item["type"] for item in thread["items"]["data"]] == [
+        "user_message",
+        "assistant_message",
+    ]
+    listed = call(client, token, "threads.list")
+    assert [entry["id"] for entry in listed["data"]] == [thread_id]
+
+    assert [e["event"] for e in events if e["event"].startswith("chatkit.")] == [
+        "chatkit.thread.created",
+        "chatkit.message.received",
+        "chatkit.response.completed",
+    ]
+    assert events.named("chatkit.message.received")[0]["chars"] == len("Where am I?")
+    completed = events.named("chatkit.response.completed")[0]
+    assert completed["output_chars"] == len(reply)
+    assert completed["first_token_ms"] >= 0 and completed["duration_ms"] >= 0
+    assert "Where am I" not in "\n".join(events.lines())
+
+
+def test_the_runtime_answers_from_a_thread_that_already_runs_an_event_loop(client, token):
+    """Playwright's sync API (or an async host) leaves a loop running in the calling thread
+    while synchronous code runs there; asyncio allows no second loop in that thread."""
+    outer = asyncio.new_event_loop()
+    asyncio._set_running_loop(outer)  # what such a host does, as asyncio's own API
+    try:
+        events_seen = stream(client, token, create_request("inside"))
+    finally:
+        asyncio._set_running_loop(None)
+        outer.close()
+    assert "".join(deltas(events_seen)) == f"{DEMO_PREFIX} You said: inside"
+
+
+def test_items_list_pages_in_both_orders(client, token):
+    first = stream(client, token, create_request("one"))
+    thread_id = first[0]["thread"]["id"]
+    stream(client, token, add_message_request(thread_id, "two"))
+
+    page = call(client, token, "items.list", thread_id=thread_id, limit=3, order="asc")
+    assert page["has_more"] is True
+    assert [item["type"] for item in page["data"]] == [
+        "user_message",
+        "assistant_message",
+        "user_message",
+    ]
+    rest = call(
+        client, token, "items.list", thread_id=thread_id, limit=3, order="asc", after=page["after"]
+    )
+    assert rest["has_more"] is False
+    assert [item["type"] for item in rest["data"]] == ["assistant_message"]
+
+    newest = call(client, token, "items.list", thread_id=thread_id, limit=1, order="desc")
+    assert newest["data"][0]["id"] == rest["data"][0]["id"]
+
+
+def test_threads_list_pages_newest_first_and_update_and_delete_work(client, token):
+    ids = [stream(client, token, create_request(f"n{n}"))[0]["thread"]["id"] for n in range(3)]
+
+    page = call(client, token, "threads.list", limit=2, order="desc")
+    assert [thread["id"] for thread in page["data"]] == [ids[2], ids[1]]
+    assert page["has_more"] is True
+    rest = call(client, token, "threads.list", limit=2, order="desc", after=page["after"])
+    assert [thread["id"] for thread in rest["data"]] == [ids[0]]
+
+    renamed = call(client, token, "threads.update", thread_id=ids[0], title="Renamed")
+    assert renamed["title"] == "Renamed"
+    call(client, token, "threads.delete", thread_id=ids[1])
+    remaining = call(client, token, "threads.list", limit=10, order="asc")
+    assert [(t["id"], t.get("title")) for t in remaining["data"]] == [
+        (ids[0], "Renamed"),
+        (ids[2], None),
+    ]
+
+
+# Agents on a model -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def config_overrides(request):
+    marker = request.node.get_closest_marker("runtime_config")
+    return marker.kwargs if marker else {}
+
+
+@pytest.fixture
+def modelled(client, owner, model_server, app):
+    app.config["CODEX_AGENTS"] = model_agents(model_server.base_url)
+    created = new_session(client, owner, agent_id="modelled", context={"repo": "acme/app"})
+    return created, chatkit_token(client, owner, created["session_id"])
+
+
+def test_a_model_agent_streams_and_follow_ups_carry_the_conversation(
+    client, modelled, model_server
+):
+    _session, token = modelled
+    first = stream(client, token, create_request("First question"))
+    thread_id = first[0]["thread"]["id"]
+    assert len(deltas(first)) > 3
+    [answer] = done_items(first, "assistant_message")
+    assert assistant_text(answer) == model_server.reply
+
+    second = stream(client, token, add_message_request(thread_id, "Second question"))
+    assert assistant_text(done_items(second, "assistant_message")[0]) == model_server.reply
+
+    sent = model_server.chat_requests()
+    assert len(sent) == 2 and sent[1]["stream"] is True
+    system, *conversation = sent[1]["messages"]
+    assert system["role"] == "system"
+    assert system["content"].startswith("You answer briefly.")
+    assert "'dashboard'" in system["content"] and '{"repo": "acme/app"}' in system["content"]
+    assert [(m["role"], _text(m["content"])) for m in conversation] == [
+        ("user", "First question"),
+        ("assistant", model_server.reply),
+        ("user", "Second question"),
+    ]
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
+def test_a_failing_model_ends_with_a_retryable_error_and_retry_answers(
+    client, modelled, model_server, app, events
+):
+    _session, token = modelled
+    model_server.fail_next()
+    failed = stream(client, token, create_request("Are you there?"))
+
+    thread_id = failed[0]["thread"]["id"]
+    assert failed[-1] == {
+        "type": "error",
+        "code": "custom",
+        "message": "The agent is unavailable right now. Please try again.",
+        "allow_retry": True,
+    }
+    [kept] = done_items(failed, "user_message")
+    items = call(client, token, "items.list", thread_id=thread_id, order="asc")["data"]
+    assert [item["type"] for item in items] == ["user_message"]
+    assert events.named("chatkit.response.failed")[0]["error"]
+
+    retried = stream(
+        client,
+        token,
+        {
+            "type": "threads.retry_after_item",
+            "params": {"thread_id": thread_id, "item_id": kept["id"]},
+        },
+    )
+    assert assistant_text(done_items(retried, "assistant_message")[0]) == model_server.reply
+    items = call(client, token, "items.list", thread_id=thread_id, order="asc")["data"]
+    assert [item["type"] for item in items] == ["user_message", "assistant_message"]
+
+
+@pytest.mark.runtime_config(CHATKIT_MODEL_TIMEOUT=1)
+def test_a_hanging_model_times_out_into_an_error_event(client, modelled, model_server):
+    _session, token = modelled
+    model_server.hang_next()
+    events_seen = stream(client, token, create_request("Hello?"))
+
+    assert events_seen[-1]["type"] == "error" and events_seen[-1]["allow_retry"] is True
+    thread_id = events_seen[0]["thread"]["id"]
+    items = call(client, token, "items.list", thread_id=thread_id, order="asc")["data"]
+    assert [item["type"] for item in items] == ["user_message"]
+
+
+# Who may call ----------------------------------------------------------------------------
+
+
+def test_without_a_token_the_runtime_answers_401(client, owner):
+    refused = client.post("/chatkit", json={"type": "threads.list", "params": {}})
+    problem(refused, 401, "authentication_required")
+    assert refused.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_an_access_token_is_not_a_chatkit_token(client, owner):
+    refused = post(client, owner, {"type": "threads.list", "params": {}})
+    problem(refused, 401, "token_invalid")
+
+
+def test_a_browser_login_cookie_does_not_authenticate_the_runtime(client, user):
+    login = client.post(
+        "/api/auth/login", json={"email": user.email, "password": "correct horse battery staple"}
+    )
+    assert login.status_code == 200
+    problem(
+        client.post("/chatkit", json={"type": "threads.list", "params": {}}),
+        401,
+        "authentication_required",
+    )
+
+
+@pytest.mark.parametrize("ending", ["close", "delete"])
+def test_an_ended_sessions_unexpired_token_is_refused_at_once(
+    client, owner, session, token, ending
+):
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+    if ending == "close":
+        client.post(f"/api/codex/sessions/{session['session_id']}/close", headers=owner)
+    else:
+        client.delete(f"/api/codex/sessions/{session['session_id']}", headers=owner)
+    problem(post(client, token, create_request("still there?")), 401, "token_invalid")
+
+
+def test_an_expired_sessions_token_is_refused(client, token, frozen_clock, session):
+    from datetime import datetime, timedelta
+
+    expires = datetime.fromisoformat(session["expires_at"].replace("Z", "+00:00"))
+    frozen_clock(expires + timedelta(seconds=1))
+    problem(post(client, token, {"type": "threads.list", "params": {}}), 401, "token_invalid")
+
+
+def test_another_users_or_sessions_threads_do_not_exist(
+    client, owner, token, make_user, auth_headers, app
+):
+    thread_id = stream(client, token, create_request("private words"))[0]["thread"]["id"]
+    before = stored(app)
+
+    other_session = new_session(client, owner, placement="developer-workbench")
+    mine_elsewhere = chatkit_token(client, owner, other_session["session_id"])
+    stranger = auth_headers(make_user("stranger@example.com"))
+    theirs = chatkit_token(client, stranger, new_session(client, stranger)["session_id"])
+
+    for outsider in (mine_elsewhere, theirs):
+        assert call(client, outsider, "threads.list")["data"] == []
+        for body in (
+            {"type": "threads.get_by_id", "params": {"thread_id": thread_id}},
+            {"type": "items.list", "params": {"thread_id": thread_id}},
+            {"type": "threads.update", "params": {"thread_id": thread_id, "title": "mine"}},
+            {"type": "threads.delete", "params": {"thread_id": thread_id}},
+            add_message_request(thread_id, "let me in"),
+        ):
+            refused = post(client, outsider, body)
+            assert refused.status_code == 404, body
+            assert "private words" not in refused.get_data(as_text=True)
+    assert stored(app) == before
+
+
+# Limits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.runtime_config(RATELIMIT_ENABLED=True, CHATKIT_MESSAGES_PER_MINUTE=2)
+def test_the_per_session_message_limit_refuses_and_stores_nothing(client, token, app):
+    thread_id = stream(client, token, create_request("one"))[0]["thread"]["id"]
+    stream(client, token, add_message_request(thread_id, "two"))
+    before = stored(app)
+
+    refused = post(client, token, add_message_request(thread_id, "three"))
+    body = problem(refused, 429, "rate_limited")
+    retry_after = int(refused.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert body["detail"] == f"Codex is busy, please retry in {retry_after} seconds"
+    assert stored(app) == before
+    # Reading is not a message: it stays allowed.
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+
+
+@pytest.mark.runtime_config(CHATKIT_MAX_MESSAGE_CHARS=10)
+def test_a_too_long_message_is_refused_and_not_stored(client, token, app):
+    refused = post(client, token, create_request("x" * 11))
+    body = problem(refused, 422, "invalid_request")
+    assert body["detail"] == "The message is too long: at most 10 characters."
+    assert stored(app) == (0, 0)
+    assert stream(client, token, create_request("x" * 10))[0]["type"] == "thread.created"
+
+
+def test_a_body_that_is_not_a_chatkit_request_is_422(client, token):
+    problem(client.post("/chatkit", data="nonsense", headers=token), 422, "invalid_request")
+
+
+# The transcript --------------------------------------------------------------------------
+
+
+def test_the_transcript_reads_the_current_thread_oldest_first_in_pages(
+    client, owner, session, token
+):
+    session_id = session["session_id"]
+    empty = client.get(f"/api/codex/sessions/{session_id}/transcript", headers=owner)
+    assert empty.get_json() == {
+        "session_id": session_id,
+        "thread_id": None,
+        "items": [],
+        "next_cursor": None,
+    }
+    first_thread = stream(client, token, create_request("old thread"))[0]["thread"]["id"]
+    thread_id = stream(client, token, create_request("hello"))[0]["thread"]["id"]
+    stream(client, token, add_message_request(thread_id, "again"))
+
+    url = f"/api/codex/sessions/{session_id}/transcript"
+    page = client.get(f"{url}?limit=3", headers=owner).get_json()
+    assert page["thread_id"] == thread_id
+    assert [(item["role"], item["text"]) for item in page["items"]] == [
+        ("user", "hello"),
+        ("assistant", f"{DEMO_PREFIX} You said: hello"),
+        ("user", "again"),
+    ]
+    assert page["items"][0]["created_at"].endswith("Z")
+    rest = client.get(f"{url}?limit=3&cursor={page['next_cursor']}", headers=owner).get_json()
+    assert [item["role"] for item in rest["items"]] == ["assistant"]
+    assert rest["next_cursor"] is None
+
+    older = client.get(f"{url}?thread_id={first_thread}", headers=owner).get_json()
+    assert [item["text"] for item in older["items"]][0] == "old thread"
+
+    # Readable after closing; another user's session and a foreign thread are 404.
+    client.post(f"/api/codex/sessions/{session_id}/close", headers=owner)
+    assert client.get(url, headers=owner).status_code == 200
+    problem(client.get(f"{url}?cursor=bogus", headers=owner), 422, "invalid_request")
+    other = new_session(client, owner, placement="developer-workbench")["session_id"]
+    foreign = client.get(
+        f"/api/codex/sessions/{other}/transcript?thread_id={thread_id}", headers=owner
+    )
+    problem(foreign, 404, "session_not_found")
+
+
+def test_a_strangers_transcript_is_404(client, session, make_user, auth_headers):
+    stranger = auth_headers(make_user("stranger@example.com"))
+    response = client.get(
+        f"/api/codex/sessions/{session['session_id']}/transcript", headers=stranger
+    )
+    problem(response, 404, "session_not_found")
+
+
+def test_deleting_a_session_removes_its_transcript(client, owner, session, token, app):
+    stream(client, token, create_request("forget me"))
+    assert stored(app) == (1, 2)
+    assert (
+        client.delete(f"/api/codex/sessions/{session['session_id']}", headers=owner).status_code
+        == 204
+    )
+    assert stored(app) == (0, 0)
+
+
+def test_purging_old_sessions_removes_their_transcripts(
+    client, owner, session, token, app, runner, frozen_clock
+):
+    from datetime import datetime, timedelta
+
+    stream(client, token, create_request("old news"))
+    client.post(f"/api/codex/sessions/{session['session_id']}/close", headers=owner)
+    frozen_clock(datetime.now().astimezone() + timedelta(days=31))
+    result = runner.invoke(args=["sessions", "purge-expired"])
+    assert result.exit_code == 0, result.output
+    assert stored(app) == (0, 0)
+
+
+def test_events_carry_no_message_text(client, token, events):
+    stream(client, token, create_request("a secret plan"))
+    assert "secret plan" not in json.dumps(events)
