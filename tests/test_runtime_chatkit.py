@@ -81,10 +81,22 @@ def stored(app) -> tuple[int, int]:
 # The demo agent --------------------------------------------------------------------------
 
 
+def metric_value(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry (the runtime's metrics, CONTRACT §8)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_the_demo_agent_streams_a_reply_word_by_word_and_it_persists(
     client, owner, session, token, events
 ):
+    first_tokens_before = metric_value("codexweb_chatkit_model_first_token_seconds_count")
     events_seen = stream(client, token, create_request("Where am I?"))
+    assert (
+        metric_value("codexweb_chatkit_model_first_token_seconds_count") == first_tokens_before + 1
+    )
+    assert metric_value("codexweb_chatkit_streams_active") == 0
 
     assert [event["type"] for event in events_seen[:3]] == [
         "thread.created",
@@ -231,8 +243,13 @@ def test_a_failing_model_ends_with_a_retryable_error_and_retry_answers(
     client, modelled, model_server, app, events
 ):
     _session, token = modelled
+    failures_before = metric_value("codexweb_chatkit_model_failures_total", reason="error")
     model_server.fail_next()
     failed = stream(client, token, create_request("Are you there?"))
+    assert (
+        metric_value("codexweb_chatkit_model_failures_total", reason="error") == failures_before + 1
+    )
+    assert metric_value("codexweb_chatkit_streams_active") == 0
 
     thread_id = failed[0]["thread"]["id"]
     assert failed[-1] == {

@@ -34,6 +34,7 @@ from chatkit.types import (
 from flask import current_app
 from pydantic import ValidationError
 
+from .. import metrics
 from ..codex import sessions
 from ..extensions import db
 from ..logging import emit
@@ -67,16 +68,19 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
         started = time.monotonic()
         first_token_ms: int | None = None
         output_chars = 0
+        metrics.stream_started()
         try:
             async for event in self._reply(thread, input_user_message, context):
                 if first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent):
                     first_token_ms = round((time.monotonic() - started) * 1000)
+                    metrics.model_first_token(first_token_ms / 1000)
                 if isinstance(event, ThreadItemDoneEvent) and isinstance(
                     event.item, AssistantMessageItem
                 ):
                     output_chars += sum(len(part.text) for part in event.item.content)
                 yield event
         except Exception as error:
+            metrics.model_failed(_failure_reason(error))
             emit(
                 "chatkit.response.failed",
                 logging.WARNING,
@@ -85,6 +89,8 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
             raise CustomStreamError(UNAVAILABLE, allow_retry=True) from None
+        finally:
+            metrics.stream_finished()
         emit(
             "chatkit.response.completed",
             **_fields(thread, context),
@@ -136,6 +142,15 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
             ),
             context=context,
         )
+
+
+def _failure_reason(error: Exception) -> str:
+    """The metrics label of a failed reply: a fixed vocabulary, never the error's text."""
+    return (
+        "timeout"
+        if isinstance(error, TimeoutError) or "Timeout" in type(error).__name__
+        else "error"
+    )
 
 
 def _fields(thread: ThreadMetadata, context: RuntimeContext) -> dict:
