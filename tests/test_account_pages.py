@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from codexweb.auth.devices import describe_device
+from codexweb.auth.redaction import redact_token_paths
 from codexweb.extensions import db
 from codexweb.models import CodexSession, Identity, Login, User
 from tests.auth_support import STRONG_PASSWORD, form_csrf_token, login_json, user_row
@@ -221,6 +222,13 @@ def test_the_mailed_link_changes_the_address_and_comes_back_to_the_account(
     assert again.status_code == 400
     assert "This link is not valid: it may have been used already" in text(again)
     assert again.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_the_links_token_is_masked_in_access_logs():
+    line = '127.0.0.1 - - "GET /confirm-email/ab.c-d_e HTTP/1.1" 302 -'
+    assert (
+        redact_token_paths(line) == '127.0.0.1 - - "GET /confirm-email/[redacted] HTTP/1.1" 302 -'
+    )
 
 
 def test_the_link_works_in_a_browser_that_is_not_logged_in(app, browser, outbox):

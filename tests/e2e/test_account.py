@@ -108,6 +108,10 @@ def test_changing_the_email_end_to_end_by_the_mailed_link(page: Page, serve, wat
         expect(page.get_by_text(f"Your email address is now {new}.")).to_be_visible()
         expect(section(page, "Email address").locator("dd").first).to_have_text(new)
         expect(page.get_by_role("navigation", name="Main")).to_contain_text(new)
+    with steps("the link's token reaches no log"):
+        token = path.rsplit("/", 1)[1]
+        assert token not in server.log()
+        assert "/confirm-email/[redacted]" in server.log()
     with steps("the link works once"):
         page.goto(server.url + path)
         expect(
