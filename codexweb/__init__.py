@@ -100,6 +100,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(sso)
     app.register_blueprint(runtime)
 
+    from .auth.account_views import bp as account_views
+
+    app.register_blueprint(account_views)
+
 
 def register_request_hooks(app: Flask) -> None:
     from . import bodies, security

@@ -53,6 +53,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_PASSWORD_RESET": "5/hour",
         "RATELIMIT_SESSION_CREATE": "10/minute",
         "RATELIMIT_TOKEN": "30/minute",
+        "RATELIMIT_ACCOUNT_CHANGE": "10/minute;50/hour",
         "RATELIMIT_HEADERS_ENABLED": True,
         # flask-limiter would overwrite our 429's Retry-After with its own, rounded differently
         # from the body's `retry_after` (and add one to every limited 200): give it its own name.

@@ -7,7 +7,7 @@ passwords are 12–256 characters for new passwords.
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SubmitField
+from wtforms import BooleanField, EmailField, PasswordField, SubmitField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from .accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, normalise_email
@@ -47,6 +47,8 @@ class LoginForm(FlaskForm):
             Length(max=PASSWORD_MAX_LENGTH, message="The email or password is wrong."),
         ],
     )
+    # Unticked, the login ends with the browser; ticked, it lasts REMEMBER_ME_DAYS.
+    remember = BooleanField("Remember me")
     submit = SubmitField("Log in")
 
 
@@ -64,3 +66,38 @@ class ConfirmForm(FlaskForm):
     """A form that is only a CSRF token and a button (log out, resend)."""
 
     submit = SubmitField("Confirm")
+
+
+# The account page's forms: one page holds them all, so each has its own prefix (field ids).
+
+_NO_LONGER_THAN_A_PASSWORD = Length(max=PASSWORD_MAX_LENGTH, message="The password is wrong.")
+_GIVEN_PASSWORD = [DataRequired("Enter your password."), _NO_LONGER_THAN_A_PASSWORD]
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        "Current password",
+        validators=[DataRequired("Enter your current password."), _NO_LONGER_THAN_A_PASSWORD],
+    )
+    new_password = PasswordField("New password", validators=[_NEW_PASSWORD])
+    submit = SubmitField("Change password")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, prefix="password", **kwargs)
+
+
+class ChangeEmailForm(FlaskForm):
+    new_email = EmailField("New email address", filters=[_normalise], validators=[_valid_email])
+    password = PasswordField("Your password", validators=_GIVEN_PASSWORD)
+    submit = SubmitField("Change email")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, prefix="email", **kwargs)
+
+
+class DeleteAccountForm(FlaskForm):
+    password = PasswordField("Your password", validators=_GIVEN_PASSWORD)
+    submit = SubmitField("Delete account")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, prefix="delete", **kwargs)

@@ -15,13 +15,17 @@ Register, resend and reset forgive typos (CONTRACT.md §5): an answer of 422 (in
 invalid, by the API or a page's form) costs no attempt. Login does not: a wrong password is
 a 401, and every attempt at one counts. Each limit names the action it stops, so a refusal
 speaks for itself instead of blaming Codex.
+
+The account's own changes (password, email, deleting it: `account_change_limit`) each check
+the password, so they share one budget per user; a typo in the new address or password
+(422) is forgiven, a wrong password never is, even where a page shows it as a refused form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import request
+from flask import Response, g, request
 
 from ..extensions import limiter
 from ..ratelimit import configured, counts_unless_invalid, describe_limited_action
@@ -47,15 +51,22 @@ def _named_email() -> str | None:
 
 
 def _account_limit(
-    key: str, scope: str, action: str, *, forgiving: bool, key_func: Callable | None = None
+    key: str,
+    scope: str,
+    action: str,
+    *,
+    forgiving: bool,
+    key_func: Callable | None = None,
+    methods: tuple[str, ...] = ("POST",),
+    deduct_when: Callable | None = None,
 ) -> Callable:
     describe_limited_action(scope, action)
     return limiter.shared_limit(
         configured(key),
         scope=scope,
         key_func=key_func,
-        methods=["POST"],
-        deduct_when=counts_unless_invalid if forgiving else None,
+        methods=list(methods),
+        deduct_when=deduct_when or (counts_unless_invalid if forgiving else None),
     )
 
 
@@ -86,4 +97,27 @@ resend_limit = _account_limit(
     "auth-resend",
     "Too many verification emails asked for.",
     forgiving=True,
+)
+
+
+_PASSWORD_REFUSED = "_codexweb_password_refused"  # noqa: S105 (a name in `g`)
+
+
+def count_refused_password() -> None:
+    """This request gave a wrong password: it costs an attempt whatever its status."""
+    setattr(g, _PASSWORD_REFUSED, True)
+
+
+def _counts_unless_typo(response: Response) -> bool:
+    return bool(g.get(_PASSWORD_REFUSED)) or counts_unless_invalid(response)
+
+
+# Per user (the default key: every request here is logged in).
+account_change_limit = _account_limit(
+    "RATELIMIT_ACCOUNT_CHANGE",
+    "auth-account-change",
+    "Too many attempts to change your account.",
+    forgiving=True,
+    methods=("POST", "DELETE"),
+    deduct_when=_counts_unless_typo,
 )

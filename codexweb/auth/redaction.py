@@ -1,7 +1,8 @@
 """Keep emailed tokens out of access logs.
 
-Verification and reset links carry their token in the URL path (`/verify-email/<token>`,
-`/reset-password/<token>`, as CONTRACT.md §3 prescribes), and every access log prints request
+Verification, reset and email-change links carry their token in the URL path
+(`/verify-email/<token>`, `/reset-password/<token>`, `/confirm-email/<token>`, as CONTRACT.md
+§3 prescribes), and every access log prints request
 paths. `redact_token_paths` masks the token; the werkzeug filter (dev server) and gunicorn's
 access logger (`gunicorn.conf.py`) run every line through it.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 import logging
 import re
 
-_TOKEN_PATH = re.compile(r"(/(?:verify-email|reset-password)/)(?!resend(?:[/?#\s\"]|$))[^/?#\s\"]+")
+_TOKEN_PATH = re.compile(
+    r"(/(?:verify-email|reset-password|confirm-email)/)(?!resend(?:[/?#\s\"]|$))[^/?#\s\"]+"
+)
 # The single sign-on callback carries the authorization code and state in its query string;
 # gunicorn's access log drops query strings, the dev server's request line does not.
 _CALLBACK_QUERY = re.compile(r"(/auth/callback)\?[^#\s\"]*")

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from ..clock import isoformat
 from ..models import User
+from .account import LoginView
 from .accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, email_problem, normalise_email
 
 
@@ -55,10 +56,35 @@ class ResetPasswordBody(_Body):
     password: NewPassword
 
 
+class ChangePasswordBody(_Body):
+    current_password: GivenPassword
+    new_password: NewPassword
+
+
+class ChangeEmailBody(_Body):
+    password: GivenPassword
+    new_email: Email
+
+
+class PasswordBody(_Body):
+    password: GivenPassword
+
+
 def user_json(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "email": user.email,
         "email_verified": user.email_verified,
         "created_at": isoformat(user.created_at),
+    }
+
+
+def login_json(login: LoginView) -> dict[str, Any]:
+    return {
+        "id": login.id,
+        "kind": login.kind,
+        "created_at": isoformat(login.created_at),
+        "last_used_at": isoformat(login.last_used_at),
+        "user_agent": login.user_agent,
+        "current": login.current,
     }

@@ -4,7 +4,9 @@
   issued them (refused by the guard once that login has ended);
 - email verification tokens: bound to the user and to the email address they were sent to,
   so changing the address kills old links;
-- password reset tokens: bound to the current password hash, so a token works once.
+- password reset tokens: bound to the current password hash, so a token works once;
+- email change tokens: carry the new address, bound to the user and the address they had
+  when asking, so a link dies once the address changes (by it or by any other link).
 
 This module knows nothing of requests or the database: callers pass what the token is
 checked against and receive the payload or a `TokenError`.
@@ -21,6 +23,7 @@ from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 ACCESS_SALT = "codexweb.access-token.v1"
 VERIFY_SALT = "codexweb.email-verify.v1"
 RESET_SALT = "codexweb.password-reset.v1"
+EMAIL_CHANGE_SALT = "codexweb.email-change.v1"
 
 
 class TokenError(Exception):
@@ -107,6 +110,33 @@ def issue_reset_token(user_id: str, password_hash: str) -> str:
 def read_reset_token(token: str) -> ResetClaim:
     payload = _load(RESET_SALT, token, current_app.config["PASSWORD_RESET_MAX_AGE"])
     return ResetClaim(user_id=payload["uid"], password_fingerprint=payload["pw"])
+
+
+# Email change ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmailChangeClaim:
+    user_id: str
+    email_fingerprint: str
+    new_email: str
+
+
+def issue_email_change_token(user_id: str, current_email: str, new_email: str) -> str:
+    """Signed, not encrypted: the new address is readable in the link, which only ever goes
+    to that very address."""
+    return _serializer(EMAIL_CHANGE_SALT).dumps(
+        {"uid": user_id, "em": fingerprint(current_email), "new": new_email}
+    )
+
+
+def read_email_change_token(token: str) -> EmailChangeClaim:
+    payload = _load(EMAIL_CHANGE_SALT, token, current_app.config["EMAIL_VERIFY_MAX_AGE"])
+    if not all(key in payload for key in ("uid", "em", "new")):
+        raise TokenError("token_invalid")
+    return EmailChangeClaim(
+        user_id=payload["uid"], email_fingerprint=payload["em"], new_email=payload["new"]
+    )
 
 
 def _load(salt: str, token: str, max_age: int) -> dict:

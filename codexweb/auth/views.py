@@ -72,9 +72,9 @@ def _next_target() -> str:
     return safe_next(request.args.get("next"))
 
 
-def _log_in_browser(user, *, via: str, target: str) -> Response:
+def _log_in_browser(user, *, via: str, target: str, remember: bool = False) -> Response:
     """Log in through a page (login session and refresh cookie), then go to `target`."""
-    log_in_browser(user, via=via)
+    log_in_browser(user, via=via, remember=remember)
     return redirect(target)
 
 
@@ -132,7 +132,7 @@ def login():
         except AccountError as refused:
             error = refused.detail or INVALID_CREDENTIALS
         else:
-            return _log_in_browser(user, via="page", target=target)
+            return _log_in_browser(user, via="page", target=target, remember=form.remember.data)
     return _login_page(form, error=error)
 
 
