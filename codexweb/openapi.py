@@ -378,7 +378,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         204,
         body=DeleteAccountBody,
         auth="user",
-        problems=(*BODY_PROBLEMS, 401, 403),
+        problems=(*BODY_PROBLEMS, 401, 403, 429),
     ),
     # Codex sessions and ChatKit tokens (CONTRACT.md §4)
     ("GET", "/api/codex/agents"): Operation("The agents you may start", "codex", 200, AgentList),
@@ -398,7 +398,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         200,
         Session,
         query=(Query("placement", {"type": "string"}), Query("agent_id", {"type": "string"})),
-        problems=(400, 404),
+        problems=(400, 404, 422),
     ),
     ("GET", "/api/codex/sessions/{session_id}"): Operation(
         "One of your sessions, in any status", "codex", 200, Session, problems=(400, 404)

@@ -67,6 +67,7 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
                 "PASSWORD_RESET",
                 "SESSION_CREATE",
                 "TOKEN",
+                "ACCOUNT_CHANGE",
             )
         },
     }

@@ -320,6 +320,16 @@ def test_current_is_404_without_an_active_session(client, owner):
     problem(client.get("/api/codex/sessions/current", headers=owner), 404, "session_not_found")
 
 
+def test_a_query_value_no_database_can_compare_is_a_422_naming_it(client, owner):
+    """Found by the schema fuzzer: a NUL in `placement` reached PostgreSQL, which refused it."""
+    body = problem(
+        client.get("/api/codex/sessions/current?placement=a%00b", headers=owner),
+        422,
+        "invalid_request",
+    )
+    assert body["errors"] == [{"field": "placement", "message": "Must not contain NUL characters."}]
+
+
 def test_list_is_newest_first_with_a_cursor_that_is_stable_under_inserts(
     client, owner, frozen_clock
 ):

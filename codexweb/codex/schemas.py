@@ -13,6 +13,7 @@ from typing import Any, Literal
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..bodies import unstorable_values
 from ..errors import invalid_request
 
 # Browser lifecycle analytics that `POST /api/codex/events` accepts (CONTRACT.md §4).
@@ -64,10 +65,14 @@ def check_properties_size(properties: dict[str, Any] | None) -> None:
 
 
 def query_text(name: str, *, required: bool = False) -> str | None:
-    """A single query-string value; `required` turns a missing one into a 422."""
+    """A single query-string value; `required` turns a missing one into a 422, and so is a
+    value no database could compare (NUL, a lone surrogate), named like a body's field."""
     value = request.args.get(name)
     if value is None or value == "":
         if required:
             raise invalid_request([{"field": name, "message": "Required."}])
         return None
+    errors = unstorable_values({name: value})
+    if errors:
+        raise invalid_request(errors)
     return value
