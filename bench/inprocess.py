@@ -102,8 +102,17 @@ def scenarios(caller: Caller) -> dict[str, Callable[[], None]]:
         closed = api.post(f"/api/codex/sessions/{session_id}/close", headers=bearer)
         assert closed.status_code == 200
 
+    minted = api.get(f"/api/codex/chatkit/token?session_id={caller.session_id}", headers=bearer)
+    chatkit_bearer = {"Authorization": f"Bearer {minted.get_json()['token']}"}
+
+    def runtime_list() -> None:
+        body = {"type": "threads.list", "params": {}}
+        response = api.post("/chatkit", json=body, headers=chatkit_bearer)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
     return {
         "healthz": get(api, "/healthz"),
+        "chatkit": runtime_list,  # the runtime's per-request work: token check, loop, store
         "current": get(
             api,
             f"/api/codex/sessions/current?placement={PLACEMENT}&agent_id={AGENT}",
@@ -132,7 +141,7 @@ def measure(run: Callable[[], None], requests: int, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="healthz,current,token,cycle,page")
+    parser.add_argument("--only", default="healthz,current,token,cycle,page,chatkit")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile each path once")
