@@ -35,6 +35,7 @@ from codexweb.auth.logins import LOGIN_SESSION_KEY, start_login
 from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
 from codexweb.models import User
+from tests.runtime_support import create_request
 
 LIMIT = "1000000/minute"
 AGENT, PLACEMENT = "agent_123", "dashboard"
@@ -53,6 +54,7 @@ def build_app(folder: Path) -> Flask:
         "RATELIMIT_DEFAULT": LIMIT,
         **{f"RATELIMIT_{name}": LIMIT for name in limits},
         "ACCESS_TOKEN_TTL": 7200,
+        "CHATKIT_MESSAGES_PER_MINUTE": 1_000_000,
     }
     app = create_app(config)
     with app.app_context():
@@ -110,8 +112,15 @@ def scenarios(caller: Caller) -> dict[str, Callable[[], None]]:
         response = api.post("/chatkit", json=body, headers=chatkit_bearer)
         assert response.status_code == 200, response.get_data(as_text=True)
 
+    def runtime_message() -> None:
+        body = create_request("How fast is this?")
+        response = api.post("/chatkit", json=body, headers=chatkit_bearer)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert b"thread.item.done" in response.get_data()
+
     return {
         "healthz": get(api, "/healthz"),
+        "message": runtime_message,  # a new thread, the demo agent's reply streamed and stored
         "chatkit": runtime_list,  # the runtime's per-request work: token check, loop, store
         "current": get(
             api,
@@ -141,7 +150,7 @@ def measure(run: Callable[[], None], requests: int, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="healthz,current,token,cycle,page,chatkit")
+    parser.add_argument("--only", default="healthz,current,token,cycle,page,chatkit,message")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile each path once")
