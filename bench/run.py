@@ -142,6 +142,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, help="length of one measurement (whole seconds)")
     parser.add_argument("--connections", type=int)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
+    parser.add_argument(
+        "--worker-class",
+        choices=("gthread", "sync"),
+        default="gthread",
+        help="gunicorn worker class of both apps (gthread: gunicorn.conf.py's default)",
+    )
+    parser.add_argument("--threads", type=int, default=24, help="gthread threads (both apps)")
     parser.add_argument("--scales", help="comma-separated session counts, e.g. 1000,1000000")
     parser.add_argument(
         "--only", help=f"comma-separated scenarios among {','.join(scenarios.SCENARIO_KEYS)}"
@@ -191,7 +198,9 @@ def selected_scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 
 def run_plan(plan: Plan, args: argparse.Namespace, workdir: Path, fleet: Fleet) -> dict:
-    gunicorn = GunicornSettings(workers=args.workers)
+    gunicorn = GunicornSettings(
+        workers=args.workers, worker_class=args.worker_class, threads=args.threads
+    )
     load = wrk.Load(threads=plan.threads, connections=plan.connections, seconds=plan.seconds)
     storage = args.ratelimit_storage or (
         "redis://127.0.0.1:6379/0" if args.db == "postgres" else "memory://"

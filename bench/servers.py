@@ -40,10 +40,15 @@ DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postg
 @dataclass(frozen=True)
 class GunicornSettings:
     workers: int = 2
-    worker_class: str = "gthread"  # gunicorn.conf.py's default; recorded for the report
+    worker_class: str = "gthread"  # gunicorn.conf.py's default
+    threads: int = 24  # gthread only
 
     def env(self) -> dict[str, str]:
-        return {"GUNICORN_WORKERS": str(self.workers)}
+        return {
+            "GUNICORN_WORKERS": str(self.workers),
+            "GUNICORN_WORKER_CLASS": self.worker_class,
+            "GUNICORN_THREADS": str(self.threads),
+        }
 
 
 @dataclass

@@ -8,11 +8,13 @@ that the Agents SDK reaches through its own OpenAI client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
 from sqlalchemy import func, select
 
+from codexweb.codex.keys import rotate_keys
 from codexweb.extensions import db
 from codexweb.models import ChatKitItem, ChatKitThread
 from tests.codex_support import new_session
@@ -312,6 +314,22 @@ def test_a_browser_login_cookie_does_not_authenticate_the_runtime(client, user):
         401,
         "authentication_required",
     )
+
+
+def signing_kid(headers: dict[str, str]) -> str:
+    header = headers["Authorization"].removeprefix("Bearer ").split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+
+
+def test_tokens_verify_across_a_key_rotation(client, owner, session, token, app):
+    """The runtime keeps its verifying keys per process: a rotation must reach them."""
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+    with app.app_context():
+        rotate_keys()
+    fresh = chatkit_token(client, owner, session["session_id"])
+    assert signing_kid(fresh) != signing_kid(token)
+    for bearer in (fresh, token):  # the old key stays published until its tokens expire
+        assert post(client, bearer, {"type": "threads.list", "params": {}}).status_code == 200
 
 
 @pytest.mark.parametrize("ending", ["close", "delete"])

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from flask import after_this_request, current_app, g, has_request_context, request, session
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from ..clock import utcnow
 from ..extensions import db
@@ -166,6 +166,16 @@ def live_logins(user_id: str) -> list[Login]:
     )
 
 
+# Built once: every authenticated request runs it, and building the statement (and its cache
+# key) cost more Python than executing it.
+_LIVE_USER = (
+    select(User, Login.last_used_at, Login.remember)
+    .join(Login, Login.user_id == User.id)
+    .where(Login.id == bindparam("login_id"), User.id == bindparam("user_id"))
+    .where(*_live(bindparam("now")))
+)
+
+
 def _live_user(user_id: str, login_id: str) -> User | None:
     """The user, if `login_id` is one of their live logins: one query, and a rare write.
 
@@ -174,9 +184,7 @@ def _live_user(user_id: str, login_id: str) -> User | None:
     """
     now = utcnow()
     row = db.session.execute(
-        select(User, Login.last_used_at, Login.remember)
-        .join(Login, Login.user_id == User.id)
-        .where(Login.id == login_id, User.id == user_id, *_live(now))
+        _LIVE_USER, {"login_id": login_id, "user_id": user_id, "now": now}
     ).first()
     if row is None:
         return None

@@ -11,6 +11,7 @@ actual minting to the configured provider (`CHATKIT_PROVIDER`):
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import secrets
@@ -20,7 +21,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_request_context, request
 from joserfc import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import metrics
@@ -229,27 +230,11 @@ def _count_token(session: CodexSession, record: ChatKitSession, minted: Provider
     Returns False when it was not.
     """
     now = utcnow()
-    values: dict[str, Any] = {
-        "tokens_issued": ChatKitSession.tokens_issued + 1,
-        "last_token_at": now,
-    }
-    if minted.record_expires_at is not None:
-        values["expires_at"] = minted.record_expires_at
-    still_active = (
-        select(CodexSession.id)
-        .where(
-            CodexSession.id == session.id,
-            CodexSession.status == "active",
-            CodexSession.expires_at > now,
-        )
-        .exists()
-    )
-    result = db.session.execute(
-        update(ChatKitSession)
-        .where(ChatKitSession.id == record.id, still_active)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    sets_expiry = minted.record_expires_at is not None
+    parameters = {"record_id": record.id, "session_id": session.id, "now": now}
+    if sets_expiry:
+        parameters["expires_at"] = minted.record_expires_at
+    result = db.session.execute(_count_statement(sets_expiry), parameters)
     if result.rowcount != 1:
         return False
     # The loaded record matches the row again (the count is only known to the database).
@@ -259,18 +244,52 @@ def _count_token(session: CodexSession, record: ChatKitSession, minted: Provider
     return True
 
 
+@functools.cache
+def _count_statement(sets_expiry: bool):
+    """Built once per shape: the token path runs it on every mint (see `_LIVE_RECORD`)."""
+    values: dict[str, Any] = {
+        "tokens_issued": ChatKitSession.tokens_issued + 1,
+        "last_token_at": bindparam("now"),
+    }
+    if sets_expiry:
+        values["expires_at"] = bindparam("expires_at")
+    still_active = (
+        select(CodexSession.id)
+        .where(
+            CodexSession.id == bindparam("session_id"),
+            CodexSession.status == "active",
+            CodexSession.expires_at > bindparam("now"),
+        )
+        .exists()
+    )
+    return (
+        update(ChatKitSession)
+        .where(ChatKitSession.id == bindparam("record_id"), still_active)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def public_chatkit_session_id(record: ChatKitSession) -> str:
     """A hosted session is known by its upstream id (`cksess_…`), a local one by ours."""
     return record.upstream_id or record.id
 
 
+# Built once with bound parameters: on the token path, building statements and their cache
+# keys cost more Python than running them (docs/PERFORMANCE.md, round 2).
+_LIVE_RECORD = (
+    select(ChatKitSession)
+    .where(
+        ChatKitSession.codex_session_id == bindparam("session_id"),
+        ChatKitSession.status == "active",
+    )
+    .order_by(ChatKitSession.created_at.desc())
+    .limit(1)
+)
+
+
 def _live_record(session: CodexSession) -> ChatKitSession | None:
-    return db.session.scalars(
-        select(ChatKitSession)
-        .where(ChatKitSession.codex_session_id == session.id, ChatKitSession.status == "active")
-        .order_by(ChatKitSession.created_at.desc())
-        .limit(1)
-    ).first()
+    return db.session.scalars(_LIVE_RECORD, {"session_id": session.id}).first()
 
 
 def end_chatkit_sessions(session: CodexSession) -> int:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, current_app, has_app_context
 from joserfc.errors import SecurityWarning
-from joserfc.jwk import OKPKey
+from joserfc.jwk import KeySet, OKPKey
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -120,6 +120,8 @@ class _Cache:
     def __init__(self) -> None:
         self.keys: list[SigningKey] | None = None
         self.loaded_at = 0.0
+        # The published keys as a verifier's key set, and the kids it was built from.
+        self.verifying: tuple[tuple[str, ...], KeySet] | None = None
 
 
 class KeyStore:
@@ -157,6 +159,22 @@ class KeyStore:
         """The keys a verifier may still meet: the current one and recently retired ones."""
         now = now or utcnow()
         return [key for key in self.keys() if self._still_published(key, now)]
+
+    def verifying_keys(self) -> KeySet:
+        """The published public keys as a joserfc key set, as a third party builds it.
+
+        Built once per published set and process (the runtime verifies a token on every
+        message), and again when a rotation or a prune changes the published kids, which this
+        cache sees within CHATKIT_KEYS_CACHE_SECONDS.
+        """
+        self.current()
+        published = self.published()
+        kids = tuple(key.kid for key in published)
+        cached = self._cache.verifying
+        if cached is None or cached[0] != kids:
+            key_set = KeySet.import_key_set({"keys": [key.public_jwk() for key in published]})
+            cached = self._cache.verifying = (kids, key_set)
+        return cached[1]
 
     def _still_published(self, key: SigningKey, now: datetime) -> bool:
         return key.retired_at is None or key.retired_at + self.token_ttl > now
@@ -326,6 +344,11 @@ def jwks() -> dict[str, Any]:
     store = key_store()
     store.current()  # a fresh deployment publishes the key its first token will use
     return {"keys": [key.public_jwk() for key in store.published()]}
+
+
+def verifying_keys() -> KeySet:
+    """The published public keys as a key set that verifies ChatKit tokens."""
+    return key_store().verifying_keys()
 
 
 def rotate_keys() -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import current_app
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -154,6 +155,20 @@ def _expiry(created_at: datetime, now: datetime) -> datetime:
     return min(idle, created_at + timedelta(seconds=config["CODEX_SESSION_MAX_AGE"]))
 
 
+# The hot paths' statements are built once (with bound parameters): building a statement and
+# its cache key per request cost more Python than running it (docs/PERFORMANCE.md, round 2).
+_TOUCH = (
+    update(CodexSession)
+    .where(
+        CodexSession.id == bindparam("session_id"),
+        CodexSession.status == "active",
+        CodexSession.expires_at > bindparam("now"),
+    )
+    .values(last_active_at=bindparam("now"), expires_at=bindparam("expires_at"))
+    .execution_options(synchronize_session=False)
+)
+
+
 def touch(session: CodexSession, *, commit: bool = True) -> bool:
     """Record activity: slide the idle expiry (capped by the maximum age).
 
@@ -170,14 +185,7 @@ def touch(session: CodexSession, *, commit: bool = True) -> bool:
         return effective_status(session, now) == "active"
     expires_at = _expiry(session.created_at, now)
     result = db.session.execute(
-        update(CodexSession)
-        .where(
-            CodexSession.id == session.id,
-            CodexSession.status == "active",
-            CodexSession.expires_at > now,
-        )
-        .values(last_active_at=now, expires_at=expires_at)
-        .execution_options(synchronize_session=False)
+        _TOUCH, {"session_id": session.id, "now": now, "expires_at": expires_at}
     )
     if result.rowcount != 1:
         return False
@@ -282,20 +290,27 @@ def resolve_current(
     user: User, *, placement: str | None = None, agent_id: str | None = None
 ) -> CodexSession | None:
     """The user's most recently active, unexpired session matching the filters."""
+    query = _current_query(placement is not None, agent_id is not None)
+    parameters = {"user_id": user.id, "now": utcnow(), "placement": placement, "agent": agent_id}
+    return db.session.scalars(query, parameters).first()
+
+
+@functools.cache
+def _current_query(by_placement: bool, by_agent: bool):
     query = select(CodexSession).where(
-        CodexSession.user_id == user.id,
+        CodexSession.user_id == bindparam("user_id"),
         CodexSession.status == "active",
-        CodexSession.expires_at > utcnow(),
+        CodexSession.expires_at > bindparam("now"),
         CodexSession.deleted_at.is_(None),
     )
-    if placement is not None:
-        query = query.where(CodexSession.placement == placement)
-    if agent_id is not None:
-        query = query.where(CodexSession.agent_id == agent_id)
+    if by_placement:
+        query = query.where(CodexSession.placement == bindparam("placement"))
+    if by_agent:
+        query = query.where(CodexSession.agent_id == bindparam("agent"))
     query = query.order_by(
         CodexSession.last_active_at.desc(), CodexSession.created_at.desc(), CodexSession.id
     )
-    return db.session.scalars(query.limit(1)).first()
+    return query.limit(1)
 
 
 def session_not_found() -> Problem:
@@ -310,15 +325,18 @@ def get_owned_session(user: User, session_id: Any) -> CodexSession:
     if "\x00" in session_id:
         raise session_not_found()
     session = db.session.scalars(
-        select(CodexSession).where(
-            CodexSession.id == session_id,
-            CodexSession.user_id == user.id,
-            CodexSession.deleted_at.is_(None),
-        )
+        _OWNED_SESSION, {"session_id": session_id, "user_id": user.id}
     ).first()
     if session is None:
         raise session_not_found()
     return session
+
+
+_OWNED_SESSION = select(CodexSession).where(
+    CodexSession.id == bindparam("session_id"),
+    CodexSession.user_id == bindparam("user_id"),
+    CodexSession.deleted_at.is_(None),
+)
 
 
 def list_sessions(

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from sqlalchemy import select
 
-from ..codex.chatkit import ALGORITHM, jwks, token_issuer
+from ..codex.chatkit import ALGORITHM, token_issuer
+from ..codex.keys import verifying_keys
 from ..codex.sessions import effective_status
 from ..extensions import db
 from ..models import CodexSession
@@ -70,7 +70,7 @@ def _verified_claims(token: str) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # joserfc's RFC 9864 note about the name "EdDSA"
-            decoded = jwt.decode(token, KeySet.import_key_set(jwks()), algorithms=[ALGORITHM])
+            decoded = jwt.decode(token, verifying_keys(), algorithms=[ALGORITHM])
         registry.validate(decoded.claims)
     except (JoseError, ValueError, TypeError):
         raise AccessRefused("token_invalid", "The ChatKit token is invalid or expired.") from None

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer, NonStreamingResult
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageItem,
+    ChatKitReq,
     ErrorCode,
     ErrorEvent,
     SDKHiddenContextItem,
@@ -30,9 +31,10 @@ from chatkit.types import (
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
+    is_streaming_req,
 )
 from flask import current_app
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from .. import metrics
 from ..codex import sessions
@@ -53,9 +55,23 @@ def message_text(item: UserMessageItem | None) -> str:
     return "".join(getattr(part, "text", "") for part in item.content)
 
 
+# The SDK's `process` builds this adapter (the schema of every request type) on each call:
+# ~60 % of a /chatkit request's CPU in a profile. Built once per process instead.
+CHATKIT_REQUEST = TypeAdapter(ChatKitReq)
+
+
 class CodexChatKitServer(ChatKitServer[RuntimeContext]):
     def __init__(self) -> None:
         super().__init__(SessionStore())
+
+    async def process(
+        self, request: str | bytes | bytearray, context: RuntimeContext
+    ) -> StreamingResult | NonStreamingResult:
+        """The SDK's `process`, with the request adapter built once (see CHATKIT_REQUEST)."""
+        parsed = CHATKIT_REQUEST.validate_json(request)
+        if is_streaming_req(parsed):
+            return StreamingResult(self._process_streaming(parsed, context))
+        return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
     async def respond(
         self,
