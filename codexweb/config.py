@@ -156,6 +156,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_MESSAGES_PER_MINUTE": 20,
         "CHATKIT_MAX_MESSAGE_CHARS": 8000,
         "CHATKIT_MODEL_TIMEOUT": 60,
+        # Seconds between the offline demo agent's words, so a browser shows the reply
+        # arriving (browser tests slow it down to watch the text grow).
+        "CHATKIT_DEMO_WORD_DELAY": 0.03,
     }
 
 
