@@ -191,7 +191,7 @@
     var conversation = this;
     var until = new Date(Date.now() + seconds * 1000);
     app.showToast("Codex is busy, please retry in " + seconds + " seconds", "warning");
-    this.hint.textContent = "Codex is busy: you can send again at " + app.formatTime(until) + ".";
+    this.hint.textContent = "Codex is busy: you can send again at " + until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }) + ".";
     window.clearTimeout(this.waitTimer);
     this.waitTimer = window.setTimeout(function () {
       conversation.waitTimer = null;
