@@ -346,14 +346,14 @@ def session_page(session_id: str):
         user=user,
         session=session_view(session),
         tokens_issued=chatkit_tokens.tokens_issued(session),
-        transcript=transcript_json(transcript_for_page(session, request.args.get("cursor"))),
+        transcript=transcript_json(
+            transcript_for_page(session, request.args.get("cursor"), TRANSCRIPT_PER_PAGE)
+        ),
         paged=bool(request.args.get("cursor")),
     )
 
 
-def transcript_for_page(
-    session: CodexSession, cursor: str | None, limit: int = TRANSCRIPT_PER_PAGE
-) -> TranscriptPage:
+def transcript_for_page(session: CodexSession, cursor: str | None, limit: int) -> TranscriptPage:
     """One page of the session's current thread, oldest first. A cursor this page did not
     hand out (an old bookmark, a hand-edited URL) shows the first page, not an error page."""
     try:
