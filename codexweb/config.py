@@ -118,7 +118,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
         "CHATKIT_CSP_ORIGINS": [],
-        # A self-hosted ChatKit server (local provider): where the page's ChatKit talks to.
+        # Where the page's ChatKit component talks to (local provider): None is codexweb's
+        # own /chatkit; the domain key is the one OpenAI's domain allowlist gives this site.
         "CHATKIT_API_URL": None,
         "CHATKIT_DOMAIN_KEY": None,
         # Hosted ChatKit (CHATKIT_PROVIDER=openai): OpenAI's ChatKit sessions API.
