@@ -10,13 +10,15 @@ screenshots.
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from ..servers import free_port
+from ..servers import REPO, free_port
 from .conftest import PASSWORD, link_path, mails_to
 from .test_browser_flow import BUSY, create_verified_user, docs_screenshot, log_in, toasts
 from .test_pages_a11y import no_sideways_scroll, tab_to, wait_for_mail
@@ -29,6 +31,15 @@ DEMO_REPLY = re.compile(r"^This is Demo agent, codexweb's offline demo agent .* 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
     return {**browser_context_args, "bypass_csp": True}  # axe-core is injected
+
+
+def docs_page_screenshot(page: Page, name: str) -> None:
+    """The whole page, messages and composer included, for the README."""
+    folder = os.environ.get("CODEXWEB_DOCS_SCREENSHOTS")
+    if folder:
+        target = Path(folder) if Path(folder).is_absolute() else REPO / folder
+        page.evaluate("() => window.scrollTo(0, 0)")  # the sticky header stays at the top
+        page.screenshot(path=str(target / f"{name}.png"), animations="disabled", full_page=True)
 
 
 def conversation(page: Page):
@@ -56,7 +67,8 @@ def start_session(page: Page) -> None:
 def reply_lengths_while_streaming(page: Page) -> list[int]:
     """The streaming reply's text length, sampled every 200 ms until it is done."""
     reply = conversation(page).locator(".message-assistant").last
-    expect(reply).to_have_attribute("data-streaming", "true")
+    # A fresh worker loads the ChatKit SDKs before its first answer: seconds on a busy machine.
+    expect(reply).to_have_attribute("data-streaming", "true", timeout=30_000)
     lengths = []
     for _ in range(150):
         streaming = reply.get_attribute("data-streaming") == "true"
@@ -118,11 +130,11 @@ def test_a_conversation_streams_survives_a_reload_and_ends_with_the_session(
         message_box(page).press_sequentially("lines")
         expect(message_box(page)).to_have_value("Two\nlines")
         message_box(page).press("Enter")
-        expect(messages(page)).to_have_count(4)
+        expect(messages(page)).to_have_count(4, timeout=20_000)
         expect_message(messages(page).nth(2), "You", "Two\nlines")
         expect(messages(page).nth(3)).to_contain_text("You said: Two\nlines", timeout=20_000)
         expect(send_button(page)).to_be_enabled()
-        docs_screenshot(page, "conversation")
+        docs_page_screenshot(page, "conversation")
 
     with steps("reload and resume: the same messages"):
         page.reload()
@@ -181,7 +193,7 @@ def test_the_conversation_from_the_keyboard_only(page: Page, serve, watch, steps
         tab_to(page, message_box(page))
         page.keyboard.type("Typed with keys")
         page.keyboard.press("Enter")
-        expect(messages(page).nth(1)).to_contain_text("You said: Typed with keys")
+        expect(messages(page).nth(1)).to_contain_text("You said: Typed with keys", timeout=30_000)
         expect(message_box(page)).to_be_focused()  # focus never left the textbox
 
     with steps("Tab reaches Send, which sends too"):
@@ -189,7 +201,7 @@ def test_the_conversation_from_the_keyboard_only(page: Page, serve, watch, steps
         page.keyboard.press("Tab")
         expect(send_button(page)).to_be_focused()
         page.keyboard.press("Enter")
-        expect(messages(page).nth(3)).to_contain_text("You said: And the button")
+        expect(messages(page).nth(3)).to_contain_text("You said: And the button", timeout=20_000)
         expect(message_box(page)).to_be_focused()
 
 
@@ -201,14 +213,14 @@ def test_the_conversation_at_390_px(page: Page, serve, watch, steps, assert_no_a
     start_session(page)
     message_box(page).fill("A message long enough to wrap on a phone screen, " * 3)
     send_button(page).click()
-    expect(messages(page).nth(1)).to_contain_text("You said:", timeout=20_000)
+    expect(messages(page).nth(1)).to_contain_text("You said:", timeout=30_000)
     expect(send_button(page)).to_be_enabled()
     with steps("no sideways scroll, no axe violation"):
         assert no_sideways_scroll(page) == 0
         box = send_button(page).bounding_box()
         assert box is not None and box["x"] + box["width"] <= 390
         assert_no_axe_violations(page, "the conversation at 390 px")
-        docs_screenshot(page, "conversation-phone")
+        docs_page_screenshot(page, "conversation-phone")
 
 
 def test_a_busy_runtime_disables_send_and_says_until_when(
@@ -221,7 +233,7 @@ def test_a_busy_runtime_disables_send_and_says_until_when(
     watch.expect(r"429")
     message_box(page).fill("First")
     send_button(page).click()
-    expect(messages(page).nth(1)).to_contain_text("You said: First", timeout=20_000)
+    expect(messages(page).nth(1)).to_contain_text("You said: First", timeout=30_000)
 
     with steps("the second message in a minute is refused"):
         message_box(page).fill("Second")
@@ -238,6 +250,7 @@ def test_a_busy_runtime_disables_send_and_says_until_when(
         message_box(page).press("Enter")
         expect(messages(page)).to_have_count(2)  # Enter does not send while it lasts
         assert_no_axe_violations(page, "the 429 toast")
+        send_button(page).scroll_into_view_if_needed()
         docs_screenshot(page, "conversation-busy")
 
 
