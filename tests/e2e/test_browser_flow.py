@@ -20,7 +20,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from ..servers import REPO, VENV_BIN, Server, free_port, wait_for_http
-from .conftest import PASSWORD, link_path, mails_to
+from .conftest import PASSWORD, link_path, mails_to, wait_for_mail
 
 BUSY = re.compile(r"^Codex is busy, please retry in \d+ seconds$")
 COUNTDOWN = re.compile(r"^\d+:\d\d$")
@@ -96,6 +96,7 @@ def test_the_whole_journey(page: Page, serve, watch, steps):
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Create account").click()
         expect(page.get_by_role("navigation", name="Main")).to_contain_text(address)
+        wait_for_mail(page, server, address, 1)
         assert len(mails_to(server, address)) == 1
 
     with steps("see the verify banner"):
@@ -109,6 +110,7 @@ def test_the_whole_journey(page: Page, serve, watch, steps):
         page.get_by_role("button", name="Resend verification email").click()
         expect(banner).to_contain_text(f"A new link is on its way to {address}")
         expect(page).to_have_url(server.url + "/codex/chatkit")  # swapped in place
+        wait_for_mail(page, server, address, 2)
         assert len(mails_to(server, address)) == 2
 
     with steps("follow the emailed link"):

@@ -19,9 +19,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from ..servers import REPO, free_port
-from .conftest import PASSWORD, link_path, mails_to
+from .conftest import PASSWORD, link_path, mails_to, wait_for_mail
 from .test_browser_flow import BUSY, create_verified_user, docs_screenshot, log_in, toasts
-from .test_pages_a11y import no_sideways_scroll, tab_to, wait_for_mail
+from .test_pages_a11y import no_sideways_scroll, tab_to
 
 # Slow enough to watch the reply grow several times, fast enough for a short test.
 WORD_DELAY = 0.15
