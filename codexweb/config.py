@@ -119,7 +119,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # <openai-chatkit>; its origin (and CHATKIT_CSP_ORIGINS) join the CSP.
         "CHATKIT_SCRIPT_URL": None,
         "CHATKIT_CSP_ORIGINS": [],
-        # A self-hosted ChatKit server (local provider): where the page's ChatKit talks to.
+        # Where the page's ChatKit component talks to (local provider): None is codexweb's
+        # own /chatkit; the domain key is the one OpenAI's domain allowlist gives this site.
         "CHATKIT_API_URL": None,
         "CHATKIT_DOMAIN_KEY": None,
         # Hosted ChatKit (CHATKIT_PROVIDER=openai): OpenAI's ChatKit sessions API.
@@ -157,6 +158,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "CHATKIT_MESSAGES_PER_MINUTE": 20,
         "CHATKIT_MAX_MESSAGE_CHARS": 8000,
         "CHATKIT_MODEL_TIMEOUT": 60,
+        # Seconds between the offline demo agent's words, so a browser shows the reply
+        # arriving (browser tests slow it down to watch the text grow).
+        "CHATKIT_DEMO_WORD_DELAY": 0.03,
     }
 
 

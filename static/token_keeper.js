@@ -496,8 +496,26 @@
           },
         };
       }
-      element.setOptions({ api: api });
+      // initialThread resumes the session's current thread after a reload (null: a new one).
+      element.setOptions({ api: api, initialThread: element.dataset.initialThread || null });
+      keeper.forwardChatKitEvents(element);
       keeper.report("chatkit.ready", { api: element.dataset.apiUrl ? "custom" : "hosted" });
+    });
+  };
+
+  /* The component's errors and thread changes become lifecycle events; never message text. */
+  TokenKeeper.prototype.forwardChatKitEvents = function (element) {
+    var keeper = this;
+    element.addEventListener("chatkit.error", function (event) {
+      var error = event.detail && event.detail.error;
+      keeper.report("chatkit.error", {
+        name: String((error && error.name) || "Error").slice(0, 64),
+        message: String((error && error.message) || "").slice(0, 200),
+      });
+    });
+    element.addEventListener("chatkit.thread.change", function (event) {
+      var threadId = event.detail && event.detail.threadId;
+      keeper.report("chatkit.thread.changed", { thread_id: threadId ? String(threadId).slice(0, 64) : null });
     });
   };
 

@@ -186,7 +186,7 @@ def test_starting_over_htmx_swaps_in_the_chatkit_area(app, browser, user):
     assert ">Close session</button>" in html
     assert "Secure access renews automatically" in html
     assert "<summary>Details</summary>" in html
-    assert "<h3>Conversation</h3>" in html
+    assert '<h3 id="conversation-title">Conversation</h3>' in html
 
 
 def test_starting_without_javascript_redirects_to_the_session(app, browser, user):
@@ -332,7 +332,7 @@ def test_one_url_answers_the_page_or_the_partial(browser):
 # The ChatKit component -----------------------------------------------------------------
 
 
-def test_with_a_chatkit_script_the_component_is_mounted(app_factory, make_user):
+def test_with_a_chatkit_script_the_component_talks_to_the_runtime(app_factory, make_user):
     app = app_factory(CHATKIT_SCRIPT_URL="https://cdn.example.com/chatkit/chatkit.js")
     owner = user_in(app, "ck@example.com")
     with app.app_context():
@@ -341,7 +341,11 @@ def test_with_a_chatkit_script_the_component_is_mounted(app_factory, make_user):
     response = client.get(f"/codex/chatkit/sessions/{session_id}")
     html = response.get_data(as_text=True)
     assert '<script src="https://cdn.example.com/chatkit/chatkit.js" async></script>' in html
-    assert "<openai-chatkit data-chatkit-element></openai-chatkit>" in html
+    # The local provider: codexweb's own /chatkit is the component's custom server.
+    assert (
+        '<openai-chatkit data-chatkit-element data-api-url="/chatkit" data-domain-key="">'
+        "</openai-chatkit>"
+    ) in html
     assert "data-conversation" not in html
     assert "https://cdn.example.com" in response.headers["Content-Security-Policy"]
 
@@ -367,8 +371,8 @@ def test_a_self_hosted_chatkit_server_is_handed_to_the_component(app_factory):
 def test_without_a_chatkit_script_the_area_speaks_to_people(app, browser, user):
     session_id = open_session(app, user)
     html = browser.get(f"/codex/chatkit/sessions/{session_id}").get_data(as_text=True)
-    assert "<h3>Conversation</h3>" in html
-    assert f'href="/codex/sessions/{session_id}">the session\'s page</a>' in html
+    assert '<h3 id="conversation-title">Conversation</h3>' in html
+    assert f'href="/codex/sessions/{session_id}">read this session\'s transcript</a>' in html
     assert "<openai-chatkit" not in html
     assert '<script src="https://' not in html
     # No configuration keys or internal ids outside the "Details" disclosure.

@@ -23,6 +23,7 @@ CLIENT_EVENTS = (
     "chatkit.token.refreshed",
     "chatkit.token.failed",
     "chatkit.error",
+    "chatkit.thread.changed",
     "chatkit.closed",
     "codex.session.resumed",
 )

@@ -37,6 +37,7 @@ from ..clock import isoformat
 from ..errors import Problem, is_htmx, rate_limit_refusal, render_problem, toast_trigger, wants_json
 from ..extensions import db
 from ..models import CodexSession, User
+from ..runtime.transcript import ThreadNotFound, TranscriptPage, transcript_json, transcript_page
 from . import chatkit as chatkit_tokens
 from . import sessions
 from .limits import session_create_limit
@@ -44,6 +45,9 @@ from .limits import session_create_limit
 bp = Blueprint("codex_views", __name__)
 
 SESSIONS_PER_PAGE = 20
+TRANSCRIPT_PER_PAGE = 50
+# The conversation panel shows this many of the latest messages; the rest are on the session page.
+CONVERSATION_SHOWN = 100
 # The history's status filter: (value, label); "" is every session.
 STATUS_CHOICES = (("", "All"), ("active", "Active"), ("closed", "Closed"), ("expired", "Expired"))
 
@@ -117,7 +121,24 @@ def session_view(session: CodexSession) -> dict[str, Any]:
         "last_active_at": session.last_active_at,
         "expires_at": session.expires_at,
         "closed_at": session.closed_at,
+        "thread_id": session.thread_id,
     }
+
+
+def conversation_view(session: CodexSession) -> dict[str, Any]:
+    """The latest messages of the session's current thread, for the conversation panel to
+    show before it goes live; `earlier` says older ones are on the session's page."""
+    shown: list[dict[str, Any]] = []
+    earlier = False
+    cursor = None
+    while True:
+        page = transcript_json(transcript_for_page(session, cursor, limit=CONVERSATION_SHOWN))
+        shown.extend(page["items"])
+        if len(shown) > CONVERSATION_SHOWN:
+            earlier, shown = True, shown[-CONVERSATION_SHOWN:]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return {"thread_id": page["thread_id"], "items": shown, "earlier": earlier}
 
 
 def start_form_context(
@@ -142,9 +163,17 @@ def panel_context(user: User, **extra: Any) -> dict[str, Any]:
     config = current_app.config
     context["chatkit_script_url"] = config.get("CHATKIT_SCRIPT_URL")
     # A self-hosted ChatKit server: the component talks to it with our token as Bearer.
-    context["chatkit_api_url"] = config.get("CHATKIT_API_URL")
+    context["chatkit_api_url"] = config.get("CHATKIT_API_URL") or default_chatkit_api_url()
     context["chatkit_domain_key"] = config.get("CHATKIT_DOMAIN_KEY")
     return context
+
+
+def default_chatkit_api_url() -> str | None:
+    """With the local provider the ChatKit server is codexweb's own runtime; hosted ChatKit
+    (the legacy `openai` provider) has none of ours and takes client secrets instead."""
+    if current_app.config["CHATKIT_PROVIDER"] != "local":
+        return None
+    return url_for("runtime.chatkit")
 
 
 def render_panel(user: User, *, status: int = 200, **extra: Any) -> Response:
@@ -204,7 +233,7 @@ def start_session():
         return render_panel(user, status=422, **start_form_context(form, errors))
     if not is_htmx():
         return redirect(url_for("codex_views.resume_session", session_id=session.id))
-    return render_panel(user, active=session_view(session))
+    return render_panel(user, active=session_view(session), conversation=conversation_view(session))
 
 
 @bp.get("/codex/chatkit/sessions/<session_id>")
@@ -219,7 +248,7 @@ def resume_session(session_id: str):
             flash(message, "info")
             return redirect(url_for("codex_views.chatkit"))
         return with_toast(render_panel(user), message, "info")
-    return render_panel(user, active=session_view(session))
+    return render_panel(user, active=session_view(session), conversation=conversation_view(session))
 
 
 @bp.post("/codex/chatkit/sessions/<session_id>/close")
@@ -317,15 +346,22 @@ def session_page(session_id: str):
         user=user,
         session=session_view(session),
         tokens_issued=chatkit_tokens.tokens_issued(session),
-        transcript=empty_transcript(session),
+        transcript=transcript_json(
+            transcript_for_page(session, request.args.get("cursor"), TRANSCRIPT_PER_PAGE)
+        ),
+        paged=bool(request.args.get("cursor")),
     )
 
 
-def empty_transcript(session: CodexSession) -> dict[str, Any]:
-    """What partials/_transcript.html renders: the page of messages, oldest first, and the
-    cursor of the next one. The conversation store is not part of this app yet, so every
-    session's transcript is empty; the runtime's `transcript_page` takes this place."""
-    return {"session_id": session.id, "thread_id": None, "items": [], "next_cursor": None}
+def transcript_for_page(session: CodexSession, cursor: str | None, limit: int) -> TranscriptPage:
+    """One page of the session's current thread, oldest first. A cursor this page did not
+    hand out (an old bookmark, a hand-edited URL) shows the first page, not an error page."""
+    try:
+        return transcript_page(session, limit=limit, cursor=cursor or None)
+    except Problem:
+        return transcript_page(session, limit=limit)
+    except ThreadNotFound:
+        return TranscriptPage(session.id, None, [], None)
 
 
 @bp.post("/codex/sessions/<session_id>/close")

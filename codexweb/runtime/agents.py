@@ -55,8 +55,6 @@ for _logger in ("openai", "openai.agents", "httpx", "httpcore", "chatkit"):
 
 # The Agents SDK reads this many earlier items of a thread as the conversation so far.
 HISTORY_ITEMS = 100
-# A pause between the demo's words, so a browser shows the reply arriving.
-DEMO_WORD_DELAY = 0.03
 
 
 class ChatCompletionsConverter(ThreadItemConverter):
@@ -173,9 +171,15 @@ async def _with_real_ids(
 
 
 async def demo_reply(
-    agent_name: str, message_text: str, thread: ThreadMetadata, store: SessionStore, context
+    agent_name: str,
+    message_text: str,
+    thread: ThreadMetadata,
+    store: SessionStore,
+    context,
+    word_delay: float,
 ) -> AsyncIterator[ThreadStreamEvent]:
-    """The offline demo agent: says what it is and echoes the message, word by word."""
+    """The offline demo agent: says what it is and echoes the message, word by word
+    (`word_delay` seconds apart, CHATKIT_DEMO_WORD_DELAY)."""
     text = (
         f"This is {agent_name}, codexweb's offline demo agent (no model is configured). "
         f"You said: {message_text}"
@@ -194,6 +198,6 @@ async def demo_reply(
             item_id=item.id,
             update=AssistantMessageContentPartTextDelta(content_index=0, delta=delta),
         )
-        await asyncio.sleep(DEMO_WORD_DELAY)
+        await asyncio.sleep(word_delay)
     done = item.model_copy(update={"content": [AssistantMessageContent(text=text)]})
     yield ThreadItemDoneEvent(item=done)

@@ -122,7 +122,8 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
         spec = agent_spec(context.agent_id, config["CODEX_AGENTS"])
         if not spec.get("model"):
             name = spec.get("name") or context.agent_id
-            return demo_reply(name, message_text(message), thread, self.store, context)
+            delay = float(config["CHATKIT_DEMO_WORD_DELAY"])
+            return demo_reply(name, message_text(message), thread, self.store, context, delay)
         return model_reply(
             spec,
             thread,

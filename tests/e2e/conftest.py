@@ -113,6 +113,15 @@ def mails_to(server: Server, address: str) -> list[email.message.EmailMessage]:
     return messages
 
 
+def wait_for_mail(page: Page, server: Server, address: str, count: int) -> None:
+    """Wait until the server's outbox holds `count` messages to `address`."""
+    for _ in range(50):  # the mail queue delivers in the background
+        if len(mails_to(server, address)) >= count:
+            return
+        page.wait_for_timeout(100)
+    assert len(mails_to(server, address)) >= count
+
+
 def link_path(message: email.message.EmailMessage, prefix: str) -> str:
     """The path of the first link in the message starting with `prefix` (e.g. /verify-email/)."""
     body = message.get_body(preferencelist=("plain", "html")).get_content()

@@ -20,7 +20,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from ..servers import REPO, VENV_BIN, Server, free_port, wait_for_http
-from .conftest import PASSWORD, link_path, mails_to
+from .conftest import PASSWORD, link_path, mails_to, wait_for_mail
 
 BUSY = re.compile(r"^Codex is busy, please retry in \d+ seconds$")
 COUNTDOWN = re.compile(r"^\d+:\d\d$")
@@ -96,6 +96,7 @@ def test_the_whole_journey(page: Page, serve, watch, steps):
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Create account").click()
         expect(page.get_by_role("navigation", name="Main")).to_contain_text(address)
+        wait_for_mail(page, server, address, 1)
         assert len(mails_to(server, address)) == 1
 
     with steps("see the verify banner"):
@@ -109,6 +110,7 @@ def test_the_whole_journey(page: Page, serve, watch, steps):
         page.get_by_role("button", name="Resend verification email").click()
         expect(banner).to_contain_text(f"A new link is on its way to {address}")
         expect(page).to_have_url(server.url + "/codex/chatkit")  # swapped in place
+        wait_for_mail(page, server, address, 2)
         assert len(mails_to(server, address)) == 2
 
     with steps("follow the emailed link"):
@@ -352,13 +354,28 @@ FAKE_CHATKIT = """
 customElements.define("openai-chatkit", class extends HTMLElement {
   setOptions(options) {
     const api = options.api;
-    api.getClientSecret(null).then((first) => {
-      this.dataset.first = first;
-      // What ChatKit does when its secret expires: ask again, passing the old one.
-      return api.getClientSecret(first);
-    }).then((second) => {
-      this.dataset.second = second;
-      this.textContent = "Fake ChatKit connected";
+    Object.assign(this.dataset, {
+      apiUrl: api.url, domainKey: api.domainKey, initialThread: options.initialThread,
+    });
+    if (!options.initialThread) {
+      this.textContent = "Fake ChatKit on a new thread";
+      return;
+    }
+    // What ChatKit does first when it resumes a thread: ask its server for it.
+    api.fetch(api.url, {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({type: "threads.get_by_id", params: {thread_id: options.initialThread}}),
+    }).then((response) => {
+      this.dataset.status = String(response.status);
+      return response.json();
+    }).then((thread) => {
+      this.dataset.fetchedThread = thread.id;
+      const change = {detail: {threadId: thread.id}};
+      this.dispatchEvent(new CustomEvent("chatkit.thread.change", change));
+      const failure = {detail: {error: new Error("stand-in")}};
+      this.dispatchEvent(new CustomEvent("chatkit.error", failure));
+      this.textContent = "Fake ChatKit resumed its thread";
     });
   }
 });
@@ -387,21 +404,58 @@ def chatkit_cdn(tmp_path: Path, script: str) -> Iterator[str]:
         cdn.wait()
 
 
-def test_the_chatkit_component_gets_tokens_from_its_own_origin(page: Page, serve, watch, tmp_path):
+def test_the_chatkit_component_resumes_the_thread_through_codexwebs_runtime(
+    page: Page, serve, watch, tmp_path
+):
     """With CHATKIT_SCRIPT_URL the page loads the component from that origin (allowed by the
-    CSP) and hands it tokens through getClientSecret: a fresh one when it asks again."""
+    CSP) in custom-server mode: api.url is codexweb's /chatkit, the domain key is passed on,
+    initialThread is the session's thread, and the component's fetch reaches /chatkit with a
+    Bearer token the runtime accepts. Its errors and thread changes reach the server's log."""
     with chatkit_cdn(tmp_path, FAKE_CHATKIT) as script_url:
-        server = serve(CHATKIT_SCRIPT_URL=script_url)
+        server = serve(
+            CHATKIT_SCRIPT_URL=script_url,
+            CHATKIT_DOMAIN_KEY="domain_pk_local",
+            CHATKIT_DEMO_WORD_DELAY=0,
+        )
         create_verified_user(server, "component@example.com")
         log_in(page, server, "component@example.com")
         start_session(page)
+        expect(page.locator("openai-chatkit")).to_have_text("Fake ChatKit on a new thread")
+        session_id = page.locator("[data-chatkit-area]").get_attribute("data-session-id")
+        token = page.request.get(
+            server.url + f"/api/codex/chatkit/token?session_id={session_id}"
+        ).json()["token"]
+        said = page.request.post(
+            server.url + "/chatkit",
+            data={
+                "type": "threads.create",
+                "params": {
+                    "input": {
+                        "content": [{"type": "input_text", "text": "Hello"}],
+                        "attachments": [],
+                        "inference_options": {},
+                    }
+                },
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        thread_id = re.search(r'"thread":\{"id":"([^"]+)"', said.text()).group(1)
+
+        page.goto(server.url + f"/codex/chatkit/sessions/{session_id}")  # resume after a reload
         component = page.locator("openai-chatkit")
-        expect(component).to_have_text("Fake ChatKit connected")
-        first = component.get_attribute("data-first")
-        second = component.get_attribute("data-second")
-        assert first.count(".") == 2 and second.count(".") == 2  # JWTs
-        assert first != second
+        expect(component).to_have_text("Fake ChatKit resumed its thread")
+        assert component.get_attribute("data-api-url") == "/chatkit"
+        assert component.get_attribute("data-domain-key") == "domain_pk_local"
+        assert component.get_attribute("data-initial-thread") == thread_id
+        assert component.get_attribute("data-status") == "200"
+        assert component.get_attribute("data-fetched-thread") == thread_id
         expect(page.locator("[data-conversation]")).to_have_count(0)
+        for _ in range(50):  # the events are posted in the background
+            log = server.log()
+            if "client.chatkit.thread.changed" in log and "client.chatkit.error" in log:
+                break
+            page.wait_for_timeout(100)
+        assert "client.chatkit.thread.changed" in log and "client.chatkit.error" in log
 
 
 def test_the_back_button_never_shows_a_bare_partial(page: Page, serve, watch, steps):

@@ -12,21 +12,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import PASSWORD, link_path, mails_to
+from .conftest import PASSWORD, link_path, mails_to, wait_for_mail
 from .test_browser_flow import create_verified_user, log_in, start_session, toasts
 
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
     return {**browser_context_args, "bypass_csp": True}
-
-
-def wait_for_mail(page: Page, server, address: str, count: int) -> None:
-    for _ in range(50):  # the mail queue delivers in the background
-        if len(mails_to(server, address)) >= count:
-            return
-        page.wait_for_timeout(100)
-    assert len(mails_to(server, address)) >= count
 
 
 def test_every_page_state_has_no_axe_violation(
