@@ -31,7 +31,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -147,13 +146,6 @@ def _lifecycle(event: str, level: str = "info", **fields) -> None:
     sys.stderr.flush()
 
 
-def on_starting(server) -> None:
-    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):
-        stale.unlink()
-
-
 def when_ready(server) -> None:
     _lifecycle("gunicorn.ready", pid=os.getpid(), workers=server.num_workers, bind=bind)
 
@@ -162,12 +154,28 @@ def post_fork(server, worker) -> None:
     _lifecycle("gunicorn.worker.started", worker_pid=worker.pid)
 
 
+# The ChatKit runtime's SDKs cost about 1.5 s of CPU to import. The master imports them once,
+# before it forks, so every worker (a restarted one too) starts with them loaded and never
+# spends its first seconds importing while it serves: that import used to compete with the
+# first requests of each worker for the GIL. Only third-party packages are imported here, so
+# a reload (SIGHUP) after deploying new codexweb code still loads that code in the workers;
+# upgrading these packages needs a restart, as for Flask or SQLAlchemy.
+RUNTIME_SDKS = ("openai", "agents", "chatkit.server", "chatkit.agents", "chatkit.types")
+
+
+def on_starting(server) -> None:
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    for module in RUNTIME_SDKS:
+        importlib.import_module(module)
+
+
 def post_worker_init(worker) -> None:
-    # The ChatKit runtime's SDKs take seconds to import: load them in the background, so the
-    # worker answers pages at once and its first conversation does not wait for them.
-    threading.Thread(
-        target=importlib.import_module, args=("codexweb.runtime.server",), daemon=True
-    ).start()
+    # Our own runtime module (its request schema is built at import, ~0.5 s) loads before the
+    # worker takes its first request: it is ready when it answers, and no request waits on it.
+    importlib.import_module("codexweb.runtime.server")
 
 
 def worker_int(worker) -> None:
