@@ -38,8 +38,9 @@ from tests.conftest import access_token_for, browser_session_for
 # and load the signing key). Raise a budget only with a reason in the commit.
 # No reloads after the commit (`expire_on_commit=False`, codexweb/extensions.py).
 BUDGETS = {
-    # user, session, touch, live ChatKit record, one UPDATE for its expiry and the token count.
-    "token": 5,
+    # user, session with its live ChatKit record (one statement), touch, one UPDATE for the
+    # record's expiry and the token count.
+    "token": 4,
     "current": 3,  # user, current session, touch
     "panel": 2,  # user, current session: nothing to spare
 }

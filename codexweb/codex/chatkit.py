@@ -32,6 +32,8 @@ from ..models import ChatKitSession, CodexSession, User
 from .keys import ALGORITHM, KeyStore, SigningKey, jwks, key_store, prune_keys, rotate_keys
 from .sessions import (
     LIMIT_DEFAULT,
+    OWNED_SESSION_FILTER,
+    checked_session_id,
     effective_status,
     get_owned_session,
     keyset_page,
@@ -91,9 +93,9 @@ class ChatKitProvider:
         db.session.flush()
         return record
 
-    def record_for_mint(self, session: CodexSession) -> ChatKitSession:
-        """The record a new token belongs to: the session's live one, opened if missing."""
-        return _live_record(session) or self.open_record(session)
+    def record_for_mint(self, session: CodexSession, live: ChatKitSession | None) -> ChatKitSession:
+        """The record a new token belongs to: the session's `live` one, opened if missing."""
+        return live or self.open_record(session)
 
     def prepare(self) -> None:
         """Whatever minting needs, fetched before the mint's write transaction begins."""
@@ -191,14 +193,14 @@ def token_issuer() -> str:
 
 def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
     """A ChatKit client token for the caller's active session; 404 for anything else."""
-    session = get_owned_session(user, session_id)
+    session, live = _owned_session_and_live_record(user, session_id)
     if effective_status(session) != "active":
         raise session_not_found()
     provider = get_provider()
     provider.prepare()
     if not touch(session, commit=provider.calls_upstream):
         raise session_not_found()
-    record = provider.record_for_mint(session)
+    record = provider.record_for_mint(session, live)
     minted = provider.mint(user, session, record, session.expires_at)
     if not _count_token(session, record, minted):
         db.session.rollback()  # closed meanwhile: no token, and no record opened for it
@@ -246,27 +248,30 @@ def _count_token(session: CodexSession, record: ChatKitSession, minted: Provider
 
 @functools.cache
 def _count_statement(sets_expiry: bool):
-    """Built once per shape: the token path runs it on every mint (see `_LIVE_RECORD`)."""
+    """Built once per shape: the token path runs it on every mint.
+
+    On the tables, not the mapped classes: a core UPDATE skips the ORM's bulk-update machinery,
+    which cost as much Python as running the statement (`_count_token` keeps the loaded record
+    in step).
+    """
+    records, sessions_table = ChatKitSession.__table__, CodexSession.__table__
     values: dict[str, Any] = {
-        "tokens_issued": ChatKitSession.tokens_issued + 1,
+        "tokens_issued": records.c.tokens_issued + 1,
         "last_token_at": bindparam("now"),
     }
     if sets_expiry:
         values["expires_at"] = bindparam("expires_at")
     still_active = (
-        select(CodexSession.id)
+        select(sessions_table.c.id)
         .where(
-            CodexSession.id == bindparam("session_id"),
-            CodexSession.status == "active",
-            CodexSession.expires_at > bindparam("now"),
+            sessions_table.c.id == bindparam("session_id"),
+            sessions_table.c.status == "active",
+            sessions_table.c.expires_at > bindparam("now"),
         )
         .exists()
     )
     return (
-        update(ChatKitSession)
-        .where(ChatKitSession.id == bindparam("record_id"), still_active)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        update(records).where(records.c.id == bindparam("record_id"), still_active).values(values)
     )
 
 
@@ -275,21 +280,35 @@ def public_chatkit_session_id(record: ChatKitSession) -> str:
     return record.upstream_id or record.id
 
 
-# Built once with bound parameters: on the token path, building statements and their cache
-# keys cost more Python than running them (docs/PERFORMANCE.md, round 2).
-_LIVE_RECORD = (
-    select(ChatKitSession)
-    .where(
-        ChatKitSession.codex_session_id == bindparam("session_id"),
-        ChatKitSession.status == "active",
-    )
+# The newest live record of the session the outer query reads (normally its only one; two
+# mints racing on a session without one may each open one, and the newest wins).
+_LIVE_RECORD_ID = (
+    select(ChatKitSession.id)
+    .where(ChatKitSession.codex_session_id == CodexSession.id, ChatKitSession.status == "active")
     .order_by(ChatKitSession.created_at.desc())
     .limit(1)
+    .correlate(CodexSession)
+    .scalar_subquery()
+)
+# Built once with bound parameters: on the token path, building statements and their cache
+# keys cost more Python than running them (docs/PERFORMANCE.md, round 2). One statement loads
+# both rows a mint needs.
+_OWNED_SESSION_AND_LIVE_RECORD = (
+    select(CodexSession, ChatKitSession)
+    .outerjoin(ChatKitSession, ChatKitSession.id == _LIVE_RECORD_ID)
+    .where(*OWNED_SESSION_FILTER)
 )
 
 
-def _live_record(session: CodexSession) -> ChatKitSession | None:
-    return db.session.scalars(_LIVE_RECORD, {"session_id": session.id}).first()
+def _owned_session_and_live_record(
+    user: User, session_id: Any
+) -> tuple[CodexSession, ChatKitSession | None]:
+    """The caller's session (404 as `get_owned_session`) and its live ChatKit record, if any."""
+    parameters = {"session_id": checked_session_id(session_id), "user_id": user.id}
+    row = db.session.execute(_OWNED_SESSION_AND_LIVE_RECORD, parameters).first()
+    if row is None:
+        raise session_not_found()
+    return row[0], row[1]
 
 
 def end_chatkit_sessions(session: CodexSession) -> int:

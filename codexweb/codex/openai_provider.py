@@ -155,7 +155,8 @@ class OpenAIProvider(ChatKitProvider):
             created_at=utcnow(),
         )
 
-    def record_for_mint(self, session: CodexSession) -> ChatKitSession:
+    def record_for_mint(self, session: CodexSession, live: ChatKitSession | None) -> ChatKitSession:
+        # Every hosted token is its own upstream session, with a record of its own.
         return self.open_record(session)
 
     # Minting

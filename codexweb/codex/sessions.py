@@ -317,13 +317,19 @@ def session_not_found() -> Problem:
     return Problem(404, "session_not_found", "No such session.")
 
 
-def get_owned_session(user: User, session_id: Any) -> CodexSession:
-    """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
+def checked_session_id(session_id: Any) -> str:
+    """`session_id` if it could name a session at all; a 404 otherwise (never a 500)."""
     if not isinstance(session_id, str) or not session_id or len(session_id) > 40:
         raise session_not_found()
     # PostgreSQL refuses NUL in text (DataError, a 500) where SQLite just finds no row.
     if "\x00" in session_id:
         raise session_not_found()
+    return session_id
+
+
+def get_owned_session(user: User, session_id: Any) -> CodexSession:
+    """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
+    session_id = checked_session_id(session_id)
     session = db.session.scalars(
         _OWNED_SESSION, {"session_id": session_id, "user_id": user.id}
     ).first()
@@ -332,11 +338,13 @@ def get_owned_session(user: User, session_id: Any) -> CodexSession:
     return session
 
 
-_OWNED_SESSION = select(CodexSession).where(
+# Whose session it is, and that it is not deleted: every owned-session lookup filters by these.
+OWNED_SESSION_FILTER = (
     CodexSession.id == bindparam("session_id"),
     CodexSession.user_id == bindparam("user_id"),
     CodexSession.deleted_at.is_(None),
 )
+_OWNED_SESSION = select(CodexSession).where(*OWNED_SESSION_FILTER)
 
 
 def list_sessions(
