@@ -243,13 +243,9 @@ def _engine_options(config) -> dict[str, Any]:
     """`hide_parameters`: an error's text (which may reach a log) never carries bound values
     such as password or token hashes.
 
-    A server database gets `pool_pre_ping`: every checkout first sends a ping, so a database
-    restart or a dropped connection costs one reconnect, not an error. SQLite does not: its
-    "connection" is a file opened in this process, there is nothing to lose between requests,
-    and the ping would be one more statement on every request."""
+    A server database's pooled connections are checked before use when they sat idle
+    (`database.ping_idle_connections`), not on every checkout as `pool_pre_ping` would."""
     options: dict[str, Any] = {"hide_parameters": True}
-    if not config["DATABASE_URL"].startswith("sqlite"):
-        options["pool_pre_ping"] = True
     if config["DATABASE_URL"].startswith("postgresql"):
         # Without it a connect to an unreachable host hangs for the OS's TCP timeout (minutes).
         options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}

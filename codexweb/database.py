@@ -15,15 +15,25 @@ SQLite connection gets:
   connection, and PostgreSQL always enforces them: both backends then behave alike.
 
 The settings are applied in a `connect` event, so connections the pool opens later (after a
-pre-ping found a dead one, for instance) get them too. PostgreSQL needs nothing here.
+ping found a dead one, for instance) get them too.
+
+A server database (PostgreSQL) gets a ping before a pooled connection that sat idle for
+`PING_AFTER_IDLE_SECONDS` is handed out (`ping_idle_connections`), so a database restart or a
+firewall that dropped a quiet connection costs a reconnect, not an error. SQLAlchemy's
+`pool_pre_ping` pings on *every* checkout: one more round trip on every request, a tenth of the
+token path's CPU on PostgreSQL (docs/PERFORMANCE.md). A connection in steady use is not pinged;
+if the database goes away under load, the first statement on each dead connection fails as a
+disconnect: that request gets 503 `unavailable`, and SQLAlchemy then discards every connection
+the pool held, so the requests after it reconnect.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from flask import Flask
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc
 
 from .extensions import db
 
@@ -58,6 +68,8 @@ def init_app(app: Flask) -> None:
         engine = db.engine
     if engine.dialect.name == "sqlite":
         _apply_on_connect(engine, sqlite_pragmas(app))
+    else:
+        ping_idle_connections(engine)
 
 
 def _apply_on_connect(engine: Engine, statements: list[str]) -> None:
@@ -69,3 +81,29 @@ def _apply_on_connect(engine: Engine, statements: list[str]) -> None:
                 cursor.execute(statement)
         finally:
             cursor.close()
+
+
+PING_AFTER_IDLE_SECONDS = 10.0
+_CHECKED_IN_AT = "codexweb_checked_in_at"
+
+
+def ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection before use when it sat idle (see the module doc).
+
+    SQLAlchemy's documented pessimistic disconnect handling: a `checkout` listener that raises
+    `DisconnectionError` makes the pool discard that connection and check out another.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError("idle connection failed its ping") from error

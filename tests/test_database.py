@@ -1,15 +1,16 @@
 """Engine settings: SQLite pragmas on every connection, foreign keys enforced on every backend,
-pre-ping kept, and the PostgreSQL connect timeout."""
+idle PostgreSQL connections pinged before use, and the PostgreSQL connect timeout."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 
-from codexweb import create_app
+from codexweb import create_app, database
 from codexweb.clock import utcnow
 from codexweb.extensions import db
 from codexweb.models import CodexSession, RefreshToken, User
@@ -112,14 +113,17 @@ def test_deleting_a_user_deletes_their_sessions_and_tokens(app, user):
             assert db.session.scalar(db.select(db.func.count()).select_from(model)) == 0
 
 
-def test_server_database_connections_are_pre_pinged_sqlite_ones_are_not(app_factory, tmp_path):
-    # SQLite: a file in this process, no connection to lose; the ping would cost a statement.
+def test_no_connection_is_pinged_on_every_checkout(app_factory, tmp_path):
+    # SQLite: a file in this process, no connection to lose. PostgreSQL: only idle connections
+    # are pinged (below); a ping per checkout would be a round trip on every request.
     sqlite = sqlite_app(app_factory, tmp_path)
-    assert "pool_pre_ping" not in sqlite.config["SQLALCHEMY_ENGINE_OPTIONS"]
     with sqlite.app_context():
         assert db.engine.pool._pre_ping is False
     config = base_test_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/never_connected")
-    assert create_app(config).config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
+    server = create_app(config)
+    assert "pool_pre_ping" not in server.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    with server.app_context():
+        assert db.engine.pool._pre_ping is False
 
 
 def test_postgresql_connections_time_out_instead_of_hanging(tmp_path):
@@ -128,7 +132,45 @@ def test_postgresql_connections_time_out_instead_of_hanging(tmp_path):
     app = create_app(config)
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options["connect_args"] == {"connect_timeout": 7}
-    assert options["pool_pre_ping"] is True
+
+
+def end_the_apps_connections(database_url: str) -> int:
+    """Have PostgreSQL end every other connection to the database, as a restart would."""
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return len(
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_before_use(
+    app_factory, postgres_database, monkeypatch
+):
+    app = app_factory(DATABASE_URL=postgres_database)
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200  # one connection, back in the pool
+    assert end_the_apps_connections(postgres_database) >= 1
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)  # it has sat idle "long"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_connection_dropped_while_in_steady_use_costs_one_503(app_factory, postgres_database):
+    # Not pinged (it was used a moment ago): the first statement finds it dead, that request
+    # is a 503, and the worker's pool is discarded, so the next request reconnects.
+    app = app_factory(DATABASE_URL=postgres_database)
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    assert end_the_apps_connections(postgres_database) >= 1
+    assert client.get("/healthz").status_code == 503
+    assert client.get("/healthz").status_code == 200
 
 
 NUL = "a\u0000b"
