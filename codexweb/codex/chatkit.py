@@ -311,8 +311,9 @@ def _owned_session_and_live_record(
     return row[0], row[1]
 
 
-def end_chatkit_sessions(session: CodexSession) -> int:
-    """Mark the ChatKit sessions of an ended Codex session ended (the caller's transaction).
+def end_chatkit_sessions(session: CodexSession) -> list[ChatKitSession]:
+    """Mark the ChatKit sessions of an ended Codex session ended (the caller's transaction);
+    the records it ended.
 
     Records whose provider holds something upstream get `cancel_pending`: the caller commits,
     then calls `release_chatkit_sessions`, so no upstream call ever runs while we hold a write
@@ -329,7 +330,7 @@ def end_chatkit_sessions(session: CodexSession) -> int:
         record.ended_at = record.ended_at or now
         record.cancel_pending = get_provider(name=record.provider).calls_upstream
     db.session.flush()
-    return len(records)
+    return list(records)
 
 
 def release_chatkit_sessions(codex_session_ids: list[str] | None = None) -> int:

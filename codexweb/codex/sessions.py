@@ -244,7 +244,7 @@ def _insert_session(
     now = utcnow()
     # The index counts stored statuses: an active row past its expiry would block the new
     # session, so persist its expiry first, in the same transaction as the insert.
-    stale = _expire_stale(user.id, placement, agent_id, now)
+    stale, ended = _expire_stale(user.id, placement, agent_id, now)
     session = CodexSession(
         user_id=user.id,
         placement=placement,
@@ -260,27 +260,34 @@ def _insert_session(
     db.session.flush()  # IntegrityError here when another active session holds the slot
     get_provider().open_record(session)
     db.session.commit()
-    _release_chatkit_sessions([expired.id for expired in stale])
+    _release_pending(ended)
     for expired in stale:
         emit("codex.session.expired", **_event_fields(expired))
     return session
 
 
-def _expire_stale(user_id: str, placement: str, agent_id: str, now: datetime) -> list:
-    stale = db.session.scalars(
-        select(CodexSession).where(
-            CodexSession.user_id == user_id,
-            CodexSession.placement == placement,
-            CodexSession.agent_id == agent_id,
-            CodexSession.status == "active",
-            CodexSession.expires_at <= now,
-        )
-    ).all()
+def _expire_stale(
+    user_id: str, placement: str, agent_id: str, now: datetime
+) -> tuple[list[CodexSession], list[ChatKitSession]]:
+    """Mark the slot's lapsed active sessions expired; they and the ChatKit records ended."""
+    parameters = {"user_id": user_id, "placement": placement, "agent": agent_id, "now": now}
+    stale = db.session.scalars(_STALE_IN_SLOT, parameters).all()
+    ended = []
     for session in stale:
         session.status = "expired"
-        _end_chatkit_sessions(session)
+        ended += _end_chatkit_sessions(session)
     db.session.flush()
-    return list(stale)
+    return list(stale), ended
+
+
+# Built once: every session start runs it (see `_OWNED_SESSION`).
+_STALE_IN_SLOT = select(CodexSession).where(
+    CodexSession.user_id == bindparam("user_id"),
+    CodexSession.placement == bindparam("placement"),
+    CodexSession.agent_id == bindparam("agent"),
+    CodexSession.status == "active",
+    CodexSession.expires_at <= bindparam("now"),
+)
 
 
 # Reading ---------------------------------------------------------------------------------
@@ -464,9 +471,9 @@ def close_session(user: User, session_id: str) -> CodexSession:
         return session
     session.status = "closed"
     session.closed_at = utcnow()
-    _end_chatkit_sessions(session)
+    ended = _end_chatkit_sessions(session)
     db.session.commit()
-    _release_chatkit_sessions([session.id])
+    _release_pending(ended)
     emit("codex.session.closed", **_event_fields(session))
     return session
 
@@ -479,25 +486,31 @@ def delete_session(user: User, session_id: str) -> None:
         session.status = "closed"
         session.closed_at = now
     session.deleted_at = now
-    _end_chatkit_sessions(session)
+    ended = _end_chatkit_sessions(session)
     delete_transcripts([session.id])
     db.session.commit()
-    _release_chatkit_sessions([session.id])
+    _release_pending(ended)
     emit("codex.session.deleted", **_event_fields(session))
 
 
-def _end_chatkit_sessions(session: CodexSession) -> int:
+def _end_chatkit_sessions(session: CodexSession) -> list[ChatKitSession]:
     """End the ChatKit side of a Codex session that is no longer active."""
     from .chatkit import end_chatkit_sessions  # chatkit imports this module
 
     return end_chatkit_sessions(session)
 
 
-def _release_chatkit_sessions(codex_session_ids: list[str]) -> None:
-    """After the commit: let providers release what they hold upstream."""
+def _release_pending(ended: list[ChatKitSession]) -> None:
+    """After the commit: let providers release what they hold upstream.
+
+    Only records left `cancel_pending` hold anything (hosted ones); a local record holds
+    nothing, and closing its session needs no further query nor commit.
+    """
     from .chatkit import release_chatkit_sessions
 
-    release_chatkit_sessions(codex_session_ids)
+    pending = sorted({record.codex_session_id for record in ended if record.cancel_pending})
+    if pending:
+        release_chatkit_sessions(pending)
 
 
 def delete_transcripts(codex_session_ids: list[str]) -> None:
@@ -574,7 +587,7 @@ def purge_expired(now: datetime | None = None) -> PurgeReport:
         )
     ).all()
     for session in leftovers:
-        ended += end_chatkit_sessions(session)
+        ended += len(end_chatkit_sessions(session))
     db.session.commit()
     # Every pending release, including earlier failures: outside any write transaction.
     release_chatkit_sessions()
