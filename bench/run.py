@@ -53,6 +53,8 @@ from .servers import (
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Rate-limit counters of `--db postgres` runs: a database of their own, never Redis's default 0.
+BENCH_REDIS = "redis://127.0.0.1:6379/4"
 
 
 @dataclass(frozen=True)
@@ -202,9 +204,7 @@ def run_plan(plan: Plan, args: argparse.Namespace, workdir: Path, fleet: Fleet) 
         workers=args.workers, worker_class=args.worker_class, threads=args.threads
     )
     load = wrk.Load(threads=plan.threads, connections=plan.connections, seconds=plan.seconds)
-    storage = args.ratelimit_storage or (
-        "redis://127.0.0.1:6379/0" if args.db == "postgres" else "memory://"
-    )
+    storage = args.ratelimit_storage or (BENCH_REDIS if args.db == "postgres" else "memory://")
     baseline = fleet.server(
         start_gunicorn("baseline", "bench.baseline:app", baseline_env(gunicorn), workdir, "/")
     )
@@ -233,7 +233,7 @@ def run_plan(plan: Plan, args: argparse.Namespace, workdir: Path, fleet: Fleet) 
     return {
         "profiles": profiles,
         "measurements": rounds,
-        "scenarios": report.summarise(chosen, rounds, skipped, [t.name for t in targets]),
+        "scenarios": report.summarise(chosen, rounds, skipped, [t.name for t in targets], args.db),
         "scale": report.scale_summary(chosen, rounds, skipped, [t.name for t in targets]),
         "password_hash": password_hash_cost(targets[0].app, plan.hash_samples),
         "seeding": {
