@@ -134,6 +134,18 @@ def test_postgresql_connections_time_out_instead_of_hanging(tmp_path):
     assert options["connect_args"] == {"connect_timeout": 7}
 
 
+def test_the_pool_keeps_as_many_connections_as_requests_served_at_once(app_factory, tmp_path):
+    # gunicorn.conf.py sets it to the worker's threads: a busy worker never opens and closes a
+    # connection per request through the pool's overflow.
+    app = sqlite_app(app_factory, tmp_path, DATABASE_POOL_SIZE=24)
+    with app.app_context():
+        held = [db.engine.connect() for _ in range(24)]
+        for connection in held:
+            connection.close()
+        assert db.engine.pool.checkedin() == 24  # all kept for the next requests
+        assert db.engine.pool.overflow() == 0
+
+
 def end_the_apps_connections(database_url: str) -> int:
     """Have PostgreSQL end every other connection to the database, as a restart would."""
     engine = create_engine(database_url, poolclass=NullPool)
