@@ -18,6 +18,9 @@ into `limits.errors.StorageError`, `swallow_errors` lets requests through; flask
 logs each swallowed failure on its `flask-limiter` logger, where a filter turns them into our
 event. Its in-memory fallback was not chosen: it would count per worker, silently multiplying
 every limit by the number of workers while looking like it still holds.
+
+`memory://` (the default) is served by `SweepingMemoryStorage` below: limits' own
+`MemoryStorage` with its expiry sweep run inline instead of on a thread started per request.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, has_app_context
 from limits.errors import StorageError
+from limits.storage import MemoryStorage
 
 from .clock import utcnow
 from .extensions import limiter
@@ -46,6 +52,11 @@ def init_app(app: Flask) -> None:
     config["RATELIMIT_STORAGE_OPTIONS"] = storage_options(config)
     app.extensions["codexweb.ratelimit_storage"] = StorageHealth()
     _forget_previous_app()
+    # flask-limiter builds its storage from `_storage_uri` (its constructor argument) when it is
+    # set, else from RATELIMIT_STORAGE_URI. Setting it only swaps `memory://` for the same
+    # storage without the thread per request (SweepingMemoryStorage); the config keeps the
+    # URI the operator wrote, and every other URI is left to flask-limiter as before.
+    limiter._storage_uri = limiter_storage_uri(config["RATELIMIT_STORAGE_URI"])
     limiter.init_app(app)
     flask_limiter_logger = logging.getLogger("flask-limiter")
     if _FILTER not in flask_limiter_logger.filters:
@@ -60,6 +71,61 @@ def storage_options(config) -> dict[str, Any]:
         options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
     options.update(config.get("RATELIMIT_STORAGE_OPTIONS") or {})
     return options
+
+
+def limiter_storage_uri(uri: str) -> str | None:
+    """The URI flask-limiter is given instead of RATELIMIT_STORAGE_URI (None: that one)."""
+    return f"{SweepingMemoryStorage.SCHEME}://" if urlsplit(uri).scheme == "memory" else None
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """limits' `MemoryStorage`, whose sweep of expired keys runs inline, never on a thread.
+
+    `MemoryStorage` starts a `threading.Timer` for every hit that finds no sweep pending, and
+    the sweep runs 10 ms later: at the request rates of one worker that is a new thread (and
+    a walk over every key) for nearly every request, most of the storage's cost. Counting
+    does not need the sweep: `get` drops an expired key whenever it is read, so a limit
+    restarts on time either way. The sweep only frees the keys nobody reads again (clients
+    that went away), so here it runs in the request that first hits the storage at least
+    `SWEEP_INTERVAL` seconds after the previous sweep, one request at a time.
+
+    Everything else (counting, expiry, locks, the moving window) is `MemoryStorage`'s own.
+    It is registered under its own scheme; `init_app` gives it `memory://`'s place.
+    """
+
+    SCHEME = "codexweb-memory"
+    STORAGE_SCHEME = [SCHEME]
+    SWEEP_INTERVAL = 1.0  # seconds
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any):
+        # Not MemoryStorage.__init__, which starts the first Timer: its state, without it.
+        super(MemoryStorage, self).__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self.storage = Counter()
+        self.locks = defaultdict(threading.RLock)
+        self.expirations = {}
+        self.events = {}
+        self.timer = None  # MemoryStorage's pickling support deletes this attribute
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = time.time() + self.SWEEP_INTERVAL
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # MemoryStorage's starts a Timer
+        self.__dict__.update(state)
+        self.locks = defaultdict(threading.RLock)
+        self.timer = None
+        self._sweep_lock = threading.Lock()
+
+    # `MemoryStorage` calls its private `__schedule_expiry` on every incr, decr and
+    # acquire_entry; this replaces it (the name is the mangled one). tests/test_ratelimit_memory
+    # fails if a release of limits renames it and Timer threads come back.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.time()
+        if now < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_sweep = now + self.SWEEP_INTERVAL
+            self._MemoryStorage__expire_events()
+        finally:
+            self._sweep_lock.release()
 
 
 def _forget_previous_app() -> None:
