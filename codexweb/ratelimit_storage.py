@@ -21,6 +21,8 @@ every limit by the number of workers while looking like it still holds.
 
 `memory://` (the default) is served by `SweepingMemoryStorage` below: limits' own
 `MemoryStorage` with its expiry sweep run inline instead of on a thread started per request.
+With Redis, `RedisFixedWindow` lets a hit's one round trip also answer the X-RateLimit-*
+headers, which otherwise cost two more (GET and TTL) after every limited request.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context
+from flask.globals import request_ctx
+from limits import RateLimitItem
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import FixedWindowRateLimiter
+from limits.util import WindowStats
 
 from .clock import utcnow
 from .extensions import limiter
@@ -58,6 +64,10 @@ def init_app(app: Flask) -> None:
     # URI the operator wrote, and every other URI is left to flask-limiter as before.
     limiter._storage_uri = limiter_storage_uri(config["RATELIMIT_STORAGE_URI"])
     limiter.init_app(app)
+    if limiter.enabled and RedisFixedWindow.fits(limiter._limiter):
+        # The strategy flask-limiter built for RATELIMIT_STRATEGY (fixed-window, the default),
+        # on the storage it built, replaced by the same strategy answering headers from hits.
+        limiter._limiter = RedisFixedWindow(limiter.storage)
     flask_limiter_logger = logging.getLogger("flask-limiter")
     if _FILTER not in flask_limiter_logger.filters:
         flask_limiter_logger.addFilter(_FILTER)
@@ -126,6 +136,83 @@ class SweepingMemoryStorage(MemoryStorage):
             self._MemoryStorage__expire_events()
         finally:
             self._sweep_lock.release()
+
+
+class RedisFixedWindow(FixedWindowRateLimiter):
+    """The fixed window strategy on Redis, whose hits remember what Redis told them.
+
+    With RATELIMIT_HEADERS_ENABLED, flask-limiter asks the strategy for the window of the
+    request's limit after the view (`get_window_stats`): a GET and a TTL, two round trips on
+    top of the hit's own. Here a hit runs limits' increment script with the key's TTL added
+    to its answer, and keeps that count and reset time for the rest of the request (on the
+    request context), where `get_window_stats` answers from it. Keys, counts and expiry are
+    what limits' `RedisStorage.incr` writes; a key this request did not hit (a forgiving
+    limit that was only tested, a 422) is still read from Redis.
+
+    The one difference: `X-RateLimit-Remaining` is what was left right after this request's
+    hit, not after the view returned, so it no longer includes other clients' hits made
+    meanwhile. Either is a snapshot; what is counted and refused is unchanged.
+    """
+
+    # limits' incr_expire.lua (INCRBY, and EXPIRE when the key is new), answering the TTL too.
+    SCRIPT = """
+local amount = tonumber(ARGV[2])
+local current = redis.call("incrby", KEYS[1], amount)
+if tonumber(current) == amount then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("ttl", KEYS[1])}
+"""
+    _WINDOWS = "_codexweb_limit_windows"  # attribute of the request context
+
+    def __init__(self, storage: RedisStorage) -> None:
+        super().__init__(storage)
+        self.redis = storage
+        self.incr_and_ttl = storage.get_connection().register_script(self.SCRIPT)
+
+    @classmethod
+    def fits(cls, strategy: object) -> bool:
+        """Only limits' own fixed window on limits' Redis storages (plain, Sentinel, Cluster)."""
+        return type(strategy) is FixedWindowRateLimiter and isinstance(
+            strategy.storage, RedisStorage
+        )
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        key = item.key_for(*identifiers)
+        try:
+            count, ttl = self.incr_and_ttl(
+                [self.redis.prefixed_key(key)], [item.get_expiry(), cost]
+            )
+        except self.redis.base_exceptions as error:  # as limits' storages wrap theirs
+            if self.redis.wrap_exceptions:
+                raise StorageError(error) from error
+            raise
+        if has_request_context():
+            # Exactly what get_window_stats would have read: limits' get_expiry is
+            # max(ttl, 0) + now, and remaining is max(0, amount - count).
+            reset = max(int(ttl), 0) + time.time()
+            self._windows()[key] = WindowStats(reset, max(0, item.amount - int(count)))
+        return int(count) <= item.amount
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        if has_request_context():
+            known = self._windows().get(item.key_for(*identifiers))
+            if known is not None:
+                return known
+        return super().get_window_stats(item, *identifiers)
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        if has_request_context():
+            self._windows().pop(item.key_for(*identifiers), None)
+        super().clear(item, *identifiers)
+
+    def _windows(self) -> dict[str, WindowStats]:
+        """This request's hits: key → window (the request context is never shared)."""
+        windows = getattr(request_ctx, self._WINDOWS, None)
+        if windows is None:
+            windows = {}
+            setattr(request_ctx, self._WINDOWS, windows)
+        return windows
 
 
 def _forget_previous_app() -> None:
