@@ -27,7 +27,9 @@ headers, which otherwise cost two more (GET and TTL) after every limited request
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import os
 import threading
 import time
@@ -99,8 +101,12 @@ class SweepingMemoryStorage(MemoryStorage):
     that went away), so here it runs in the request that first hits the storage at least
     `SWEEP_INTERVAL` seconds after the previous sweep, one request at a time.
 
-    Everything else (counting, expiry, locks, the moving window) is `MemoryStorage`'s own.
-    It is registered under its own scheme; `init_app` gives it `memory://`'s place.
+    The sweep is `MemoryStorage`'s, made safe to run in a request: limits' version indexes
+    `expirations[key]` after listing the keys, and a concurrent `get` that drops the key in
+    between raises KeyError. On the Timer thread that only ended the thread; in a request it
+    would fail the limit check (a 500 with RATELIMIT_FAIL_OPEN off). Everything else
+    (counting, expiry on read, locks, the moving window) is `MemoryStorage`'s own. It is
+    registered under its own scheme; `init_app` gives it `memory://`'s place.
     """
 
     SCHEME = "codexweb-memory"
@@ -133,9 +139,27 @@ class SweepingMemoryStorage(MemoryStorage):
             return
         try:
             self._next_sweep = now + self.SWEEP_INTERVAL
-            self._MemoryStorage__expire_events()
+            self._sweep(now)
         finally:
             self._sweep_lock.release()
+
+    def _sweep(self, now: float) -> None:
+        """Drop the counts and moving-window entries that expired by `now`."""
+        for key in list(self.events):
+            with self.locks[key]:
+                events = self.events.get(key)
+                if events:  # newest first: keep those that expire after now
+                    kept = events[: bisect.bisect_left(events, -now, key=lambda e: -e.expiry)]
+                    self.events[key] = kept
+                if not self.events.get(key):
+                    self.events.pop(key, None)
+                    self.locks.pop(key, None)
+        for key in list(self.expirations):
+            with self.locks[key]:  # incr writes a key's count and expiry under its lock
+                if self.expirations.get(key, math.inf) <= now:
+                    self.storage.pop(key, None)
+                    self.expirations.pop(key, None)
+                    self.locks.pop(key, None)
 
 
 class RedisFixedWindow(FixedWindowRateLimiter):

@@ -95,8 +95,38 @@ def test_moving_window_entries_expire_too(clock):
     limiter_ = MovingWindowRateLimiter(storage)
     item = parse("2/minute")
     assert [limiter_.hit(item, "client") for _ in range(3)] == [True, True, False]
+    limiter_.hit(parse("2/second"), "gone")
     clock.now += 61
     assert [limiter_.hit(item, "client") for _ in range(3)] == [True, True, False]
+    assert set(storage.events) == {item.key_for("client")}  # the sweep dropped "gone"
+    assert len(storage.events[item.key_for("client")]) == 2
+
+
+def test_the_sweep_survives_keys_dropped_under_it(clock):
+    # A request's `get` may drop an expired key while the sweep walks the keys (limits' own
+    # sweep raised KeyError then, harmless on its thread, not in a request).
+    storage = SweepingMemoryStorage()
+    limiter_ = FixedWindowRateLimiter(storage)
+    item = parse("5/second")
+    for client in range(3):
+        limiter_.hit(item, f"client-{client}")
+    clock.now += 2
+
+    class DroppingKeys(dict):
+        """Lists its keys, then a concurrent `get` drops the first (expired) one."""
+
+        def keys(self):
+            keys = list(super().keys())
+            storage.get(keys[0])
+            return keys
+
+        def __iter__(self):
+            return iter(self.keys())
+
+    storage.expirations = DroppingKeys(storage.expirations)
+    storage._sweep(clock.now)
+    assert not storage.storage
+    assert not storage.expirations
 
 
 def test_the_sweep_frees_keys_nobody_reads_again(clock):
@@ -115,13 +145,13 @@ def test_the_sweep_frees_keys_nobody_reads_again(clock):
 def test_the_sweep_runs_at_most_once_per_interval(clock, monkeypatch):
     storage = SweepingMemoryStorage()
     sweeps: list[float] = []
-    sweep = storage._MemoryStorage__expire_events
+    sweep = storage._sweep
 
-    def recorded_sweep() -> None:
-        sweeps.append(clock.now)
-        sweep()
+    def recorded_sweep(now: float) -> None:
+        sweeps.append(now)
+        sweep(now)
 
-    monkeypatch.setattr(storage, "_MemoryStorage__expire_events", recorded_sweep)
+    monkeypatch.setattr(storage, "_sweep", recorded_sweep)
     limiter_ = FixedWindowRateLimiter(storage)
     item = parse("1000/minute")
     for _ in range(50):  # a hit every 0.1 s for 5 s
