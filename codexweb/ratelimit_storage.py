@@ -152,7 +152,8 @@ class SweepingMemoryStorage(MemoryStorage):
                     kept = events[: bisect.bisect_left(events, -now, key=lambda e: -e.expiry)]
                     self.events[key] = kept
                 if not self.events.get(key):
-                    self.events.pop(key, None)
+                    # As limits does: the emptied list stays (acquire_entry indexes
+                    # events[key] after its setdefault), only the lock goes.
                     self.locks.pop(key, None)
         for key in list(self.expirations):
             with self.locks[key]:  # incr writes a key's count and expiry under its lock
