@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_mailman import Mail
 from flask_migrate import Migrate
@@ -10,7 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
-from .ratelimit import rate_limit_key
+from .ratelimit import CodexLimiter, rate_limit_key
 
 
 class Base(DeclarativeBase):
@@ -28,4 +27,4 @@ migrate = Migrate()
 login_manager = LoginManager()
 mail = Mail()
 csrf = CSRFProtect()
-limiter = Limiter(key_func=rate_limit_key)
+limiter = CodexLimiter(key_func=rate_limit_key)

@@ -11,7 +11,8 @@ import math
 import time
 
 from flask import Response, current_app, request, session
-from flask_limiter import Limiter
+from flask_limiter import ExemptionScope, Limiter
+from flask_limiter.util import get_qualified_name
 
 from .auth.credentials import bearer_claim, bearer_token
 
@@ -24,6 +25,45 @@ def rate_limit_key() -> str:
     elif session.get("_user_id"):
         return f"user:{session['_user_id']}"
     return f"addr:{request.remote_addr or 'unknown'}"
+
+
+class CodexLimiter(Limiter):
+    """flask-limiter's `Limiter`, minus its before-request pass where it cannot find a limit.
+
+    Every request runs that pass (the "middleware"); a view decorated with a limit runs a
+    second one in its decorator. For decorated views the first pass only looks for
+    application, meta and blueprint limits (the decorator owns the rest), and for views
+    exempt from the default limit it finds nothing either. codexweb declares none of those
+    three kinds, so on these views (every Codex and account endpoint with its own limit,
+    /healthz, /readyz, /metrics, the OpenAPI document) the pass resolves an empty list at
+    the cost of exemption lookups on every request. `_check_request_limit` is the method
+    flask-limiter registers as its before_request hook; it still runs whenever one of those
+    kinds of limits, the in-memory fallback or a view-less limit hint could apply.
+    """
+
+    def _check_request_limit(
+        self, callable_name: str | None = None, in_middleware: bool = True
+    ) -> None:
+        if in_middleware and self._middleware_finds_nothing():
+            return
+        super()._check_request_limit(callable_name=callable_name, in_middleware=in_middleware)
+
+    def _middleware_finds_nothing(self) -> bool:
+        manager = self.limit_manager
+        if (
+            manager._application_limits
+            or manager._blueprint_limits
+            or self._meta_limits
+            or self._in_memory_fallback_enabled
+        ):
+            return False
+        endpoint = self.identify_request()
+        view = current_app.view_functions.get(endpoint) if endpoint else None
+        if view is None or manager.has_hints(endpoint):
+            return False
+        name = get_qualified_name(view)
+        exempt = manager._route_exemptions.get(name, ExemptionScope.NONE)
+        return name in self._marked_for_limiting or bool(exempt & ExemptionScope.DEFAULT)
 
 
 def configured(key: str):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from codexweb.extensions import limiter
 from codexweb.ratelimit_storage import describe_storage, storage_options
 from tests.servers import free_port, serve_gunicorn, spread_over_workers
 
@@ -120,6 +121,38 @@ def test_limits_count_in_redis_under_the_configured_prefix(app_factory, redis_na
     statuses = [client.get(CHEAP).status_code for _ in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
     assert redis_namespace.keys(), "no counter was written under the test's key prefix"
+
+
+def test_a_limited_request_costs_one_redis_round_trip(app_factory, redis_namespace, monkeypatch):
+    # The hit's answer also gives the X-RateLimit-* headers (ratelimit_storage.RedisFixedWindow):
+    # without it each request also sent a GET and a TTL for them.
+    app = limited_app(
+        app_factory,
+        redis_namespace.storage_uri,
+        limit="5/minute",
+        RATELIMIT_KEY_PREFIX=redis_namespace.key_prefix,
+    )
+    client = app.test_client()
+    assert client.get(CHEAP).status_code == 401  # the first one also loads the script
+    connection = limiter.storage.get_connection()
+    commands: list[str] = []
+    send = connection.execute_command
+
+    def counted(*args, **options):
+        commands.append(str(args[0]))
+        return send(*args, **options)
+
+    monkeypatch.setattr(connection, "execute_command", counted)
+    responses = [client.get(CHEAP) for _ in range(5)]
+    assert [response.status_code for response in responses] == [401] * 4 + [429]
+    assert commands == ["EVALSHA"] * 5
+    assert [response.headers["X-RateLimit-Remaining"] for response in responses] == [
+        "3",
+        "2",
+        "1",
+        "0",
+        "0",
+    ]
 
 
 @pytest.mark.slow
