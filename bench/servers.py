@@ -180,6 +180,9 @@ class PostgresDatabase(Database):
             engine.dispose()
 
 
+BENCH_POSTGRES_POOL_SIZE = 12
+
+
 def codexweb_server_env(
     instance: Path,
     database: Database,
@@ -195,6 +198,12 @@ def codexweb_server_env(
         **{f"CODEXWEB_RATELIMIT_{key}": UNREACHABLE_LIMIT for key in RATE_LIMIT_KEYS},
         **gunicorn.env(),
     }
+    if database.url.startswith("postgresql"):
+        # A full run keeps three codexweb servers (one per scale) on one PostgreSQL server
+        # with 100 connections. gunicorn's default pool (one connection per thread, 24 + 4 per
+        # worker) would need up to 168 and ran out (errors in the run). 12 + 4 per worker
+        # covers the 16 requests wrk keeps open per worker, in 96 connections at most.
+        extra["CODEXWEB_DATABASE_POOL_SIZE"] = str(BENCH_POSTGRES_POOL_SIZE)
     return codexweb_env(instance, extra)
 
 
