@@ -63,9 +63,10 @@ workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", default_worke
 # serve one request each, so two open conversations would hold up every page.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = _env_int("GUNICORN_THREADS", 24)
-# One pooled database connection per thread, so a busy worker never opens and closes
-# connections per request (codexweb/config.py); an explicit setting wins.
-os.environ.setdefault("CODEXWEB_DATABASE_POOL_SIZE", str(threads))
+# The app sizes its database pool by it, one connection per thread, so a busy worker never
+# opens and closes connections per request; an explicit DATABASE_POOL_SIZE wins, wherever it
+# is set (codexweb/config.py).
+os.environ["CODEXWEB_WORKER_THREADS"] = str(threads)
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 2)

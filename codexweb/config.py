@@ -38,9 +38,12 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "SQLITE_SYNCHRONOUS": "NORMAL",
         # PostgreSQL: seconds to wait for a connection before answering 503.
         "DATABASE_CONNECT_TIMEOUT": 5,
-        # Connections each process keeps open (and opens lazily, up to this many); None:
-        # SQLAlchemy's 5. gunicorn.conf.py sets it to the worker's thread count.
+        # Connections each process keeps open (and opens lazily, up to this many). None: one
+        # per thread of the gunicorn worker (WORKER_THREADS), else SQLAlchemy's 5.
         "DATABASE_POOL_SIZE": None,
+        # Set by gunicorn.conf.py (CODEXWEB_WORKER_THREADS) to its threads per worker; not a
+        # setting of its own.
+        "WORKER_THREADS": None,
         "PUBLIC_BASE_URL": None,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
@@ -253,12 +256,13 @@ def _engine_options(config) -> dict[str, Any]:
     (`database.ping_idle_connections`), not on every checkout as `pool_pre_ping` would."""
     options: dict[str, Any] = {"hide_parameters": True}
     in_memory = ":memory:" in config["DATABASE_URL"] or "mode=memory" in config["DATABASE_URL"]
-    if config.get("DATABASE_POOL_SIZE") and not in_memory:
+    pool_size = config.get("DATABASE_POOL_SIZE") or config.get("WORKER_THREADS")
+    if pool_size and not in_memory:
         # A request holds one connection from its first statement to its end; a pool smaller
         # than the requests a process serves at once made the overflow open and close a
         # connection for one request in six under load (a new PostgreSQL backend each time).
         # The few extra are for the rare request that needs a second connection at once.
-        options["pool_size"] = int(config["DATABASE_POOL_SIZE"])
+        options["pool_size"] = int(pool_size)
         options["max_overflow"] = POOL_OVERFLOW
     if config["DATABASE_URL"].startswith("postgresql"):
         # Without it a connect to an unreachable host hangs for the OS's TCP timeout (minutes).

@@ -146,6 +146,17 @@ def test_the_pool_keeps_as_many_connections_as_requests_served_at_once(app_facto
         assert db.engine.pool.overflow() == 0
 
 
+def test_the_pool_follows_the_worker_threads_unless_set(app_factory, tmp_path):
+    # gunicorn.conf.py tells the app its threads per worker; DATABASE_POOL_SIZE, from the
+    # instance config or the environment, still wins.
+    by_threads = sqlite_app(app_factory, tmp_path, WORKER_THREADS=24)
+    assert by_threads.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_size"] == 24
+    chosen = sqlite_app(app_factory, tmp_path, WORKER_THREADS=24, DATABASE_POOL_SIZE=8)
+    assert chosen.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_size"] == 8
+    plain = sqlite_app(app_factory, tmp_path)
+    assert "pool_size" not in plain.config["SQLALCHEMY_ENGINE_OPTIONS"]
+
+
 def end_the_apps_connections(database_url: str) -> int:
     """Have PostgreSQL end every other connection to the database, as a restart would."""
     engine = create_engine(database_url, poolclass=NullPool)
