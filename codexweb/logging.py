@@ -88,17 +88,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Libraries whose warnings and errors (their default level) become JSON lines too, rather than
+# a bare text line from Python's last-resort handler: SQLAlchemy's pool, for one, reports each
+# connection it could not reset after the database ended it.
+LIBRARY_LOGGERS = ("sqlalchemy",)
+
+
 def init_app(app: Flask) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if app.config["LOG_FORMAT"] == "text" else JsonFormatter())
     handler.addFilter(RequestIdFilter())
-    # One handler on the package logger; replaced, not stacked, when tests build many apps.
-    package_logger = logging.getLogger("codexweb")
-    for old in [h for h in package_logger.handlers if getattr(h, "_codexweb", False)]:
-        package_logger.removeHandler(old)
+    # One handler on each of these loggers; replaced, not stacked, when tests build many apps.
     handler._codexweb = True  # type: ignore[attr-defined]
-    package_logger.addHandler(handler)
-    package_logger.setLevel(app.config["LOG_LEVEL"])
+    for name in ("codexweb", *LIBRARY_LOGGERS):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "_codexweb", False)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+    logging.getLogger("codexweb").setLevel(app.config["LOG_LEVEL"])
 
     app.before_request(_assign_request_id)
     app.after_request(_send_request_id)
