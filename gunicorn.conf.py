@@ -5,7 +5,10 @@
   while conversations stream (CONTRACT §1: 16 streams at once on the default 2 workers).
   `GUNICORN_WORKERS` (or `WEB_CONCURRENCY`, default 2) processes × `GUNICORN_THREADS`
   (default 24) threads each; docs/PERFORMANCE.md has the measurements behind the choice
-  (sync workers spend less CPU on short requests, and cannot serve a third stream). Several
+  (sync workers spend less CPU on short requests, and cannot serve a third stream). Of those
+  threads, at most `CODEXWEB_REQUEST_CONCURRENCY` (default 4) run the app at once, the rest
+  wait their turn: 24 short requests at once spent their CPU waiting on each other
+  (codexweb/concurrency.py; streams do not count). Several
   workers need `CODEXWEB_RATELIMIT_STORAGE_URI=redis://…`, or every limit counts once per
   worker.
 - Timeouts: a request that runs longer than `GUNICORN_TIMEOUT` gets its worker killed and

@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import database, errors, logging, metrics, ratelimit_storage
+from . import concurrency, database, errors, logging, metrics, ratelimit_storage
 from .config import instance_path_from_env, load_config
 from .extensions import csrf, db, login_manager, mail, migrate
 
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     register_cli(app)
     register_proxy_fix(app)
+    concurrency.init_app(app)
     check_signing_keys(app)
     return app
 

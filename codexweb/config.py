@@ -44,6 +44,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # Set by gunicorn.conf.py (CODEXWEB_WORKER_THREADS) to its threads per worker; not a
         # setting of its own.
         "WORKER_THREADS": None,
+        # Requests each process runs at once (codexweb/concurrency.py); the others wait their
+        # turn. None: 4 under gunicorn (WORKER_THREADS set), else none. 0: none.
+        "REQUEST_CONCURRENCY": None,
         "PUBLIC_BASE_URL": None,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",

@@ -23,6 +23,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, session
 from joserfc.errors import JoseError
 
+from ..concurrency import waiting_on_network
 from ..logging import emit
 from .mail import public_base_url
 from .sso import SsoError, sso_configured
@@ -67,7 +68,8 @@ def _metadata() -> dict[str, Any]:
     """The provider's discovery document, fetched once per process and then kept."""
     client = _client()
     try:
-        metadata = client.load_server_metadata()
+        with waiting_on_network():
+            metadata = client.load_server_metadata()
     except (requests.RequestException, ValueError):
         _failed("provider_unreachable")
     # OpenID Connect Discovery §4.3: the document must be the configured issuer's own, or
@@ -106,7 +108,8 @@ def complete_authorization() -> ProviderAnswer:
     metadata = _metadata()
     client = _client()
     try:
-        token = client.authorize_access_token()
+        with waiting_on_network():
+            token = client.authorize_access_token()
     except MismatchingStateError:
         _failed("state_mismatch")
     except OAuthError as error:
@@ -131,7 +134,8 @@ def complete_authorization() -> ProviderAnswer:
 
 def _with_userinfo(client, token: dict[str, Any], claims: dict[str, Any]) -> dict[str, Any]:
     try:
-        info = client.userinfo(token=token)
+        with waiting_on_network():
+            info = client.userinfo(token=token)
     except (requests.RequestException, OAuthError, ValueError):
         _failed("provider_unreachable")
     if str(info.get("sub")) != str(claims["sub"]):

@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from ..concurrency import waiting_on_network
+
 SESSIONS_PATH = "/v1/chatkit/sessions"
 BETA_HEADER = {"OpenAI-Beta": "chatkit_beta=v1"}
 # Upstream error messages are shown to operators (and in a 502 detail): keep them short.
@@ -162,7 +164,8 @@ class ChatKitSessionsClient:
         headers = {"Authorization": f"Bearer {self._api_key}", **BETA_HEADER}
         extra = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = self._http.post(path, json=body, headers=headers, **extra)
+            with waiting_on_network():
+                response = self._http.post(path, json=body, headers=headers, **extra)
         except httpx.TimeoutException as error:
             raise UpstreamUnavailable("timeout", type(error).__name__) from None
         except httpx.TransportError as error:
