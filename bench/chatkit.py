@@ -140,6 +140,13 @@ def measure_pages_while_streaming(server, token, owner, model, repeats: int) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the codexweb server, as bench.run's",
+    )
     args, _ = parser.parse_known_args(argv)  # `make bench ARGS=…` also carries bench.run's
     rounds, repeats = (2, 5) if args.quick else (5, 10)
     model = ModelServer().start()
@@ -147,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         env = {
             "CODEXWEB_CODEX_AGENTS": json.dumps(model_agents(model.base_url)),
             "CODEXWEB_RATELIMIT_ENABLED": "false",
+            **dict(item.split("=", 1) for item in args.set),
         }
         with tempfile.TemporaryDirectory() as tmp, serve_gunicorn(Path(tmp), env=env) as server:
             owner = log_in(server, "bench-chatkit@example.com")
