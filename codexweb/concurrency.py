@@ -5,8 +5,8 @@ without holding up the pages (gunicorn.conf.py). When those threads all carry sh
 at once, they mostly wait on each other: for the GIL, and on SQLite for the one write lock,
 whose busy handler sleeps 1, 2, 5 … 100 ms between tries while the lock changes hands
 without them. On the 2-core machine (docs/PERFORMANCE.md, round 4), 32 clients asking for
-ChatKit tokens on SQLite got 600 a second with a p99 of 0.8 s; with 4 requests in the app at
-a time, 1,050 a second with a p99 of 0.11 s, for a third less CPU per request.
+ChatKit tokens on SQLite got 576 a second with a p99 of 1.2 s; with 4 requests in the app at
+a time, 1,023 a second with a p99 of 0.17 s, for a third less CPU per request.
 
 So the threads stay (a stream needs its own), and the app itself lets only a few of them in
 at a time; the others wait on a semaphore, which costs nothing while they wait and wakes them
@@ -31,7 +31,8 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
-# Measured best on the 2-core machine, for SQLite and PostgreSQL alike (docs/PERFORMANCE.md).
+# Measured on the 2-core machine (docs/PERFORMANCE.md, round 4): best of 2, 4 and 8 for SQLite;
+# on PostgreSQL it helps the writing paths and leaves the reads where they were.
 DEFAULT_UNDER_GUNICORN = 4
 _ENVIRON_KEY = "codexweb.request_gate"
 
