@@ -172,7 +172,14 @@ def test_gunicorn_workers_answer_503_during_an_outage_and_recover(
 ):
     workers = 2
     with tcp_proxy(*pg_host_port(postgres_database)) as proxy:
-        env = {"CODEXWEB_DATABASE_URL": through_proxy(postgres_database, proxy)}
+        env = {
+            "CODEXWEB_DATABASE_URL": through_proxy(postgres_database, proxy),
+            # Sync workers: `spread_over_workers` can put a request in each worker only when a
+            # worker takes one connection at a time. A gthread worker may take both of a
+            # round's, and the other, never having met the outage, then answers the first
+            # request after it with its dead connection (503), as designed (database.py).
+            "GUNICORN_WORKER_CLASS": "sync",
+        }
         with serve_gunicorn(tmp_path, workers=workers, env=env) as server:
             # A user and an access token the server accepts (same database, same secret).
             seeding = app_factory(
