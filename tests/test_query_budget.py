@@ -28,11 +28,19 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert
 
+from codexweb.auth.accounts import create_user
 from codexweb.clock import utcnow
 from codexweb.extensions import db
 from codexweb.models import ChatKitSession, CodexSession, User
 from tests.codex_support import AGENT, PLACEMENT, new_session
 from tests.conftest import access_token_for, browser_session_for
+from tests.runtime_support import (
+    add_message_request,
+    chatkit_token,
+    create_request,
+    model_agents,
+    sse_events,
+)
 
 # Statements per request, counted after the first call (which may create the ChatKit record
 # and load the signing key). Raise a budget only with a reason in the commit.
@@ -197,6 +205,50 @@ def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, ho
 
 
 # Index use -------------------------------------------------------------------------------
+
+
+# A conversation turn (`POST /chatkit`) ---------------------------------------------------
+
+# Statements of one turn with a model agent (a new thread, then a second message). The store
+# reads each thread's ownership once per request (`known_threads`), however often the SDKs ask.
+TURN_BUDGETS = {
+    # caller's session; thread get-or-insert (2); user item; the session's current thread;
+    # history, the SDK's last two items; the reply.
+    "threads.create": 8,
+    # caller's session; thread (ownership); user item; history, last two items; the reply.
+    "threads.add_user_message": 6,
+}
+
+
+def test_conversation_turn_stays_within_its_statement_budget(app_factory, model_server):
+    app = app_factory(
+        CODEX_AGENTS=model_agents(model_server.base_url), CODEX_SESSION_TOUCH_INTERVAL=3600
+    )
+    with app.app_context():
+        owner = create_user("turn@example.com", "a long enough password", verified=True)
+        db.session.commit()
+        headers = {"Authorization": f"Bearer {access_token_for(owner.id)}"}
+    client = app.test_client()
+    session = new_session(client, headers, agent_id="modelled")
+    token = chatkit_token(client, headers, session["session_id"])
+    client.post("/chatkit", json=create_request("warm up"), headers=token).get_data()
+
+    counted: dict[str, list[Statement]] = {}
+    with recorded_statements(app) as statements:
+        created = client.post("/chatkit", json=create_request("hello"), headers=token)
+        events = sse_events(created.get_data(as_text=True))
+    counted["threads.create"] = list(statements)
+    thread_id = next(e["thread"]["id"] for e in events if e["type"] == "thread.created")
+    with recorded_statements(app) as statements:
+        added = client.post("/chatkit", json=add_message_request(thread_id, "more"), headers=token)
+        assert "assistant_message" in added.get_data(as_text=True)
+    counted["threads.add_user_message"] = list(statements)
+
+    for turn, budget in TURN_BUDGETS.items():
+        assert len(counted[turn]) <= budget, (
+            f"{turn} ran {len(counted[turn])} statements, budget {budget}:\n"
+            + listing(counted[turn])
+        )
 
 
 def explain_sqlite(connection, statement: Statement) -> tuple[list[str], list[str]]:

@@ -191,6 +191,9 @@ def test_threads_list_pages_newest_first_and_update_and_delete_work(client, toke
         (ids[0], "Renamed"),
         (ids[2], None),
     ]
+    # A deleted thread takes no more messages; the others are untouched.
+    problem(post(client, token, add_message_request(ids[1], "still there?")), 404, "not_found")
+    assert call(client, token, "items.list", thread_id=ids[0])["data"]
 
 
 # Agents on a model -----------------------------------------------------------------------

@@ -56,6 +56,7 @@ def caller_from_token(token: str | None) -> Caller:
             agent_id=session.agent_id,
             placement=session.placement,
             context=dict(session.context or {}),
+            codex_session=session,
         ),
     )
 

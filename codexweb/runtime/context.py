@@ -5,8 +5,11 @@ Its own small module, free of the SDKs, so resolving a caller never imports them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models import CodexSession
 
 
 @dataclass(frozen=True)
@@ -18,3 +21,9 @@ class RuntimeContext:
     agent_id: str
     placement: str
     context: dict[str, Any]
+    # The session row the token check read. The streamed part of a reply runs after the view
+    # returned, on a fresh database session: this spares it reading the row again.
+    codex_session: CodexSession = field(compare=False, repr=False)
+    # The threads this request has already found to be the caller's (the store's memo): a
+    # conversation turn asks about its thread half a dozen times. One request's, never shared.
+    known_threads: set[str] = field(default_factory=set, compare=False, repr=False)

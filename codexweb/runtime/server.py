@@ -38,9 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .. import metrics
 from ..codex import sessions
-from ..extensions import db
 from ..logging import emit
-from ..models import CodexSession
 from .agents import agent_spec, demo_reply, model_reply
 from .context import RuntimeContext
 from .store import SessionStore
@@ -136,10 +134,9 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
     def _record_message(
         self, thread: ThreadMetadata, message: UserMessageItem, context: RuntimeContext
     ) -> None:
-        session = db.session.get(CodexSession, context.session_id)
-        if session is not None:
-            sessions.set_current_thread(session, thread.id)
-            sessions.touch(session)
+        # Both are conditional UPDATEs by id: the row read by the token check serves.
+        sessions.set_current_thread(context.codex_session, thread.id)
+        sessions.touch(context.codex_session)
         emit(
             "chatkit.message.received", **_fields(thread, context), chars=len(message_text(message))
         )

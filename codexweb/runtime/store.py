@@ -58,8 +58,21 @@ class SessionStore(Store[RuntimeContext]):
             raise NotFoundError(f"Thread {thread_id} not found")
         return row
 
+    def _check_thread(self, thread_id: str, context: RuntimeContext) -> None:
+        """`NotFoundError` unless the thread is the caller's; read once per request and thread.
+
+        Ownership never changes, so the first answer holds for the rest of the request. A
+        thread another request deletes meanwhile is the race a fresh read had too: an item
+        written to it fails on the foreign key (both databases enforce it).
+        """
+        if thread_id not in context.known_threads:
+            self._thread_row(thread_id, context)
+            context.known_threads.add(thread_id)
+
     async def load_thread(self, thread_id: str, context: RuntimeContext) -> ThreadMetadata:
-        return ThreadMetadata.model_validate(self._thread_row(thread_id, context).data)
+        row = self._thread_row(thread_id, context)
+        context.known_threads.add(thread_id)
+        return ThreadMetadata.model_validate(row.data)
 
     async def save_thread(self, thread: ThreadMetadata, context: RuntimeContext) -> None:
         # A full `Thread` carries its items too; those are stored item by item.
@@ -90,6 +103,7 @@ class SessionStore(Store[RuntimeContext]):
         else:
             row.data = fields
         db.session.commit()
+        context.known_threads.add(thread.id)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RuntimeContext
@@ -117,6 +131,7 @@ class SessionStore(Store[RuntimeContext]):
         db.session.execute(delete(ChatKitItem).where(ChatKitItem.thread_id == row.id))
         db.session.delete(row)
         db.session.commit()
+        context.known_threads.discard(thread_id)
 
     # Items ----------------------------------------------------------------------------
 
@@ -142,7 +157,7 @@ class SessionStore(Store[RuntimeContext]):
         order: str,
         context: RuntimeContext,
     ) -> Page[ThreadItem]:
-        self._thread_row(thread_id, context)
+        self._check_thread(thread_id, context)
         query = select(ChatKitItem).where(
             ChatKitItem.thread_id == thread_id,
             ChatKitItem.codex_session_id == context.session_id,
@@ -161,12 +176,12 @@ class SessionStore(Store[RuntimeContext]):
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: RuntimeContext
     ) -> None:
-        self._thread_row(thread_id, context)
+        self._check_thread(thread_id, context)
         db.session.add(self._new_item_row(thread_id, item, context))
         db.session.commit()
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: RuntimeContext) -> None:
-        self._thread_row(thread_id, context)
+        self._check_thread(thread_id, context)
         row = db.session.scalars(
             select(ChatKitItem).where(
                 ChatKitItem.thread_id == thread_id,
