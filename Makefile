@@ -6,7 +6,7 @@ FLASK  := $(BIN)/flask --app codexweb
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint format bench wrk clean
+.PHONY: run test lint format bench bench-floor wrk clean
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed-run: setup.cfg pyproject.toml
@@ -40,6 +40,12 @@ bench: $(VENV)/.installed-run
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory wrk
 	$(BIN)/python -m bench.run $(ARGS)
 	$(BIN)/python -m bench.chatkit $(ARGS)
+
+# `make bench-floor`: what the work itself costs on this stack, under issue 16's targets.
+bench-floor: $(VENV)/.installed-run
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory wrk
+	$(BIN)/python -m bench.floor api $(ARGS)
+	$(BIN)/python -m bench.floor runtime $(ARGS)
 
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get -o DPkg::Lock::Timeout=300
 wrk:

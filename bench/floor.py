@@ -1,9 +1,12 @@
-"""What the mandated SDKs cost on their own: the floor under the runtime's first-token target.
+"""Floors: what the work itself costs on the stack codexweb must use, under issue 16's targets.
 
-Issue "Performance" asks for the first streamed token (instant model) in under 15 ms. Part of
-that time is codexweb's (HTTP, the ChatKit token, the database store, limits, logging) and part
-is the ChatKit server SDK's and the Agents SDK's, which the runtime must use. This measures, in
-one process and one run, on the same loopback stand-in model (in a process of its own):
+A ratio target can only be read against the least any implementation would cost. Two floors:
+
+**Runtime** (`python -m bench.floor runtime [--conversations 40]`, the default). The first
+streamed token (instant model) has a 15 ms target. Part of that time is codexweb's (the token
+check, the database store, limits, logging) and part is the ChatKit server SDK's and the Agents
+SDK's, which the runtime must use. In one process and one run, on the same loopback stand-in
+model (in a process of its own):
 
 - **SDKs only**: `ChatKitServer.process(threads.create)` with an in-memory store, an Agents SDK
   agent on one long-lived event loop and one shared OpenAI client: no Flask, no database, no
@@ -12,15 +15,20 @@ one process and one run, on the same loopback stand-in model (in a process of it
   store, a real ChatKit token), as `bench.inprocess` runs its paths.
 
 Both report the time from the request to the first text delta and the CPU of a whole
-conversation. The ratio of the two is what carries over to another machine.
+conversation; their ratio is what carries over to another machine.
 
-    python -m bench.floor [--conversations 40]
+**API** (`python -m bench.floor api [--rounds 3 --seconds 5]`). The token and `/current`
+targets against `bench/floor_app.py`, each endpoint's own work on the DB-API and nothing else
+(see its docstring), under the same `gunicorn.conf.py`, on the same seeded SQLite database (1k
+sessions) and with the same wrk requests as codexweb's scenarios; bare Flask is measured in
+the same rounds. Reports req/s, server CPU per request, and both as ratios to bare Flask.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +49,7 @@ from bench.inprocess import Caller, build_app
 from tests.runtime_support import create_request, model_agents
 
 set_tracing_disabled(True)
+REPO = Path(__file__).resolve().parent.parent
 
 MODEL_SERVER = """
 import sys, time
@@ -204,17 +213,13 @@ def _summary(firsts: list[float], cpu: float, count: int) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
+def runtime_floor(args: argparse.Namespace) -> None:
     model = subprocess.Popen(
         [sys.executable, "-c", MODEL_SERVER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPO,
     )
     try:
         base_url = model.stdout.readline().strip()
@@ -231,6 +236,116 @@ def main(argv: list[str] | None = None) -> None:
         first = statistics.median(run["first_p50"] for run in runs)
         cpu = statistics.median(run["cpu"] for run in runs)
         print(f"| {name} | {first} | {cpu} |")
+
+
+# The API endpoints -----------------------------------------------------------------------
+
+API_SCENARIOS = ("token", "current")
+
+
+def api_floor(args: argparse.Namespace) -> None:
+    from bench import run, wrk
+    from bench.servers import GunicornSettings
+
+    bench_args = run.parse_args(["--scales", "1000", "--only", ",".join(API_SCENARIOS)])
+    plan = run.plan_from(bench_args)
+    gunicorn = GunicornSettings(
+        workers=bench_args.workers, worker_class=bench_args.worker_class, threads=bench_args.threads
+    )
+    load = wrk.Load(threads=plan.threads, connections=plan.connections, seconds=args.seconds)
+    workdir = Path(tempfile.mkdtemp(prefix="codexweb-floor-"))
+    try:
+        results = _measure_api_floor(args, bench_args, plan, gunicorn, load, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for key, rows in results.items():
+        print(f"\n{key}\n")
+        print_api_table(rows)
+
+
+def _measure_api_floor(args, bench_args, plan, gunicorn, load, workdir: Path) -> dict:
+    from bench import run, scenarios, wrk
+    from bench.seed import PASSWORD
+    from bench.servers import Fleet, baseline_env, start_gunicorn
+
+    chosen = [s for s in scenarios.SCENARIOS if s.key in API_SCENARIOS]
+    with Fleet() as fleet:
+        baseline = fleet.server(
+            start_gunicorn("baseline", "bench.baseline:app", baseline_env(gunicorn), workdir, "/")
+        )
+        target = run.start_target(
+            1000,
+            plan,
+            bench_args,
+            workdir,
+            fleet,
+            gunicorn,
+            "memory://",
+            run.hash_password(PASSWORD),
+        )
+        for scenario in chosen:
+            run.prepare_one(scenario, target, workdir)
+        database = target.app.config["DATABASE_URL"].removeprefix("sqlite:///")
+        floor_env = {
+            **baseline_env(gunicorn),
+            "FLOOR_DATABASE": database,
+            "FLOOR_SECRET_KEY": target.app.config["SECRET_KEY"],
+        }
+        floor = fleet.server(
+            start_gunicorn("floor", "bench.floor_app:app", floor_env, workdir, "/healthz")
+        )
+        baseline_data = scenarios.write_lines(workdir / "baseline.tsv", scenarios.baseline_lines())
+        runs: dict[str, dict] = {}
+        for scenario in chosen:
+            data = target.data[scenario.key]
+            scenarios.probe(floor.url, data.read_text().splitlines()[0])
+            runs[scenario.key] = {
+                "bare Flask": (baseline, baseline_data, baseline.url + "/"),
+                "codexweb": (target.server, data, target.health_url),
+                "floor": (floor, data, floor.url + "/healthz"),
+            }
+        warm = wrk.Load(load.threads, load.connections, 1)
+        for servers in runs.values():
+            for server, lines, drain in servers.values():
+                run.metered(server, "requests.lua", lines, warm, [], drain)
+        results = {key: {name: [] for name in servers} for key, servers in runs.items()}
+        for round_ in range(args.rounds):
+            for key, servers in runs.items():
+                for name, (server, lines, drain) in servers.items():
+                    measured = run.metered(server, "requests.lua", lines, load, [], drain)
+                    results[key][name].append(measured)
+            run.log(f"round {round_ + 1}/{args.rounds} done")
+    return results
+
+
+def print_api_table(results: dict[str, list]) -> None:
+    base = results["bare Flask"]
+    print(
+        "| app | req/s | server CPU ms/req | req/s ÷ bare Flask | CPU: bare Flask ÷ app | errors |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, runs in results.items():
+        rps = statistics.median(r.rps for r in runs)
+        cpu = statistics.median(r.server_cpu_ms for r in runs)
+        ratio = statistics.median(r.rps / b.rps for r, b in zip(runs, base, strict=True))
+        cpu_ratio = statistics.median(
+            b.server_cpu_ms / r.server_cpu_ms for r, b in zip(runs, base, strict=True)
+        )
+        errors = sum(r.errors for r in runs)
+        print(f"| {name} | {rps:.0f} | {cpu:.2f} | {ratio:.2f} | {cpu_ratio:.2f} | {errors} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("runtime", "api"), nargs="?", default="runtime")
+    parser.add_argument("--conversations", type=int, default=40, help="runtime: per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="api: one wrk measurement")
+    args = parser.parse_args(argv)
+    if args.what == "api":
+        api_floor(args)
+    else:
+        runtime_floor(args)
 
 
 if __name__ == "__main__":
