@@ -61,13 +61,11 @@ def chatkit_token(server, owner: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {minted['token']}"}
 
 
-def converse(url: str, token: dict[str, str]) -> tuple[float, float]:
+def converse(client: httpx.Client, token: dict[str, str]) -> tuple[float, float]:
     """(seconds to the first text delta, seconds to the end of the stream) of one message."""
     started = time.perf_counter()
     first = None
-    with httpx.stream(
-        "POST", url + "/chatkit", json=create_request("bench"), headers=token, timeout=120
-    ) as reply:
+    with client.stream("POST", "/chatkit", json=create_request("bench"), headers=token) as reply:
         for line in reply.iter_lines():
             if first is None and '"assistant_message.content_part.text_delta"' in line:
                 first = time.perf_counter() - started
@@ -75,13 +73,21 @@ def converse(url: str, token: dict[str, str]) -> tuple[float, float]:
     return (first if first is not None else total), total
 
 
-def concurrently(count: int, task) -> list:
+def http_client(url: str) -> httpx.Client:
+    """Made before any clock starts: building an httpx client loads the CA bundle (about
+    50 ms on round 5's machine), which earlier rounds counted into every first token."""
+    return httpx.Client(base_url=url, timeout=120)
+
+
+def concurrently(count: int, url: str, task) -> list:
+    """`task(client)` in `count` threads started together, each with its own client."""
     results: list = [None] * count
     barrier = threading.Barrier(count)
 
     def run(index: int) -> None:
-        barrier.wait()
-        results[index] = task()
+        with http_client(url) as client:
+            barrier.wait()
+            results[index] = task(client)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
     for thread in threads:
@@ -101,7 +107,7 @@ def measure_streams(server, token, rounds: int) -> dict[str, dict[str, float]]:
     for count in (1, CONCURRENT):
         samples = []
         for _ in range(rounds):
-            samples += concurrently(count, lambda: converse(server.url, token))
+            samples += concurrently(count, server.url, lambda client: converse(client, token))
         firsts, totals = [s[0] for s in samples], [s[1] for s in samples]
         results[f"{count} at once"] = {
             "n": len(samples),
@@ -118,18 +124,20 @@ def measure_pages_while_streaming(server, token, owner, model, repeats: int) -> 
     model.word_delay = 0.1
     before = len(model.chat_requests())
     streams = threading.Thread(
-        target=concurrently, args=(CONCURRENT, lambda: converse(server.url, token))
+        target=concurrently,
+        args=(CONCURRENT, server.url, lambda client: converse(client, token)),
     )
     streams.start()
     while len(model.chat_requests()) < before + CONCURRENT:
         time.sleep(0.05)
     latencies: dict[str, list[float]] = {"/healthz": [], "/login": [], "/api/codex/sessions": []}
-    for _ in range(repeats):
-        for path, samples in latencies.items():
-            started = time.perf_counter()
-            response = httpx.get(server.url + path, headers=owner if "api" in path else {})
-            response.raise_for_status()
-            samples.append(time.perf_counter() - started)
+    with http_client(server.url) as client:
+        for _ in range(repeats):
+            for path, samples in latencies.items():
+                started = time.perf_counter()
+                response = client.get(path, headers=owner if "api" in path else {})
+                response.raise_for_status()
+                samples.append(time.perf_counter() - started)
     streams.join()
     return {
         path: {"n": len(samples), "p50": ms(samples, 0.5), "max": ms(samples, 1.0)}
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp, serve_gunicorn(Path(tmp), env=env) as server:
             owner = log_in(server, "bench-chatkit@example.com")
             token = chatkit_token(server, owner)
-            concurrently(4, lambda: converse(server.url, token))  # warm-up
+            concurrently(4, server.url, lambda client: converse(client, token))  # warm-up
             streams = measure_streams(server, token, rounds)
             pages = measure_pages_while_streaming(server, token, owner, model, repeats)
     finally:
