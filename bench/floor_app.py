@@ -8,8 +8,8 @@ codexweb too, so none here). `GET /api/codex/chatkit/token` does only what the c
 requires of a mint, with the cheapest tools there are:
 
 1. checks the caller's access token (itsdangerous, the same format and secret as codexweb);
-2. one SELECT on the DB-API: the login is live, the account enabled, the Codex session the
-   caller's and active, and its live ChatKit record;
+2. one SELECT on the DB-API: the login is live, the account enabled and verified, the Codex
+   session the caller's and active, and its live ChatKit record;
 3. one conditional UPDATE of the record's token count, and a commit;
 4. signs the ChatKit JWT (joserfc, Ed25519, the same claims);
 5. answers the same JSON.
@@ -50,6 +50,7 @@ JOIN codex_sessions s ON s.user_id = u.id
 JOIN chatkit_sessions r ON r.codex_session_id = s.id AND r.status = 'active'
 WHERE l.id = ? AND u.id = ? AND l.ended_at IS NULL
   AND (l.expires_at IS NULL OR l.expires_at > ?) AND u.disabled_at IS NULL
+  AND u.email_verified_at IS NOT NULL
   AND s.id = ? AND s.deleted_at IS NULL AND s.status = 'active' AND s.expires_at > ?
 ORDER BY r.created_at DESC LIMIT 1
 """
@@ -62,6 +63,7 @@ JOIN users u ON u.id = l.user_id
 JOIN codex_sessions s ON s.user_id = u.id
 WHERE l.id = ? AND u.id = ? AND l.ended_at IS NULL
   AND (l.expires_at IS NULL OR l.expires_at > ?) AND u.disabled_at IS NULL
+  AND u.email_verified_at IS NOT NULL
   AND s.placement = ? AND s.agent_id = ? AND s.deleted_at IS NULL
   AND s.status = 'active' AND s.expires_at > ?
 ORDER BY s.created_at DESC LIMIT 1
