@@ -204,9 +204,6 @@ def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, ho
     assert len(busy_statements) == quiet_count, listing(busy_statements)
 
 
-# Index use -------------------------------------------------------------------------------
-
-
 # A conversation turn (`POST /chatkit`) ---------------------------------------------------
 
 # Statements of one turn with a model agent (a new thread, then a second message). The store
@@ -249,6 +246,9 @@ def test_conversation_turn_stays_within_its_statement_budget(app_factory, model_
             f"{turn} ran {len(counted[turn])} statements, budget {budget}:\n"
             + listing(counted[turn])
         )
+
+
+# Index use -------------------------------------------------------------------------------
 
 
 def explain_sqlite(connection, statement: Statement) -> tuple[list[str], list[str]]:

@@ -134,7 +134,7 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
     def _record_message(
         self, thread: ThreadMetadata, message: UserMessageItem, context: RuntimeContext
     ) -> None:
-        # Both are conditional UPDATEs by id: the row read by the token check serves.
+        # Both write by id from the row the token check read: no second read of it.
         sessions.set_current_thread(context.codex_session, thread.id)
         sessions.touch(context.codex_session)
         emit(
