@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import subprocess
@@ -36,7 +37,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
@@ -52,7 +52,7 @@ set_tracing_disabled(True)
 REPO = Path(__file__).resolve().parent.parent
 
 MODEL_SERVER = """
-import sys, time
+import sys
 from tests.model_server import ModelServer
 server = ModelServer().start()
 print(server.base_url, flush=True)
@@ -155,7 +155,7 @@ async def sdk_conversation(server: FloorServer, body: bytes) -> tuple[float, flo
 
 
 def measure_sdk_floor(base_url: str, conversations: int) -> dict[str, float]:
-    body = _json(create_request("bench"))
+    body = json.dumps(create_request("bench")).encode()
 
     async def run() -> dict[str, float]:
         server = FloorServer(base_url)
@@ -198,12 +198,6 @@ def measure_codexweb(base_url: str, conversations: int) -> dict[str, float]:
         cpu = time.process_time()
         firsts = [conversation() for _ in range(conversations)]
         return _summary(firsts, time.process_time() - cpu, conversations)
-
-
-def _json(value: Any) -> bytes:
-    import json
-
-    return json.dumps(value).encode()
 
 
 def _summary(firsts: list[float], cpu: float, count: int) -> dict[str, float]:
