@@ -169,7 +169,7 @@ def spread_over_workers(
         try:
             for sock, request in zip(sockets, batch, strict=True):
                 sock.sendall(request.head(host))
-            time.sleep(0.2)  # let every worker accept its connection
+            wait_until_accepted(int(port))
             for sock, request in zip(sockets, batch, strict=True):
                 sock.sendall(b"\r\n" + request.body)
             for sock in sockets:
@@ -180,6 +180,40 @@ def spread_over_workers(
             for sock in sockets:
                 sock.close()
     return responses
+
+
+def wait_until_accepted(port: int, timeout: float = 10.0) -> None:
+    """Wait until the server listening on `port` has accepted every connection made to it.
+
+    A fixed pause is not enough on a busy machine: a worker that has not yet accepted its
+    connection when the requests complete lets another, already done with its own, take it.
+    Linux shows a listening socket's accept queue in /proc/net/tcp (rx_queue of its LISTEN
+    row); elsewhere this falls back to a pause.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backlog = accept_backlog(port)
+        if backlog is None:
+            time.sleep(0.2)
+            return
+        if backlog == 0:
+            return
+        time.sleep(0.005)
+    raise TimeoutError(f"the server on port {port} left connections unaccepted for {timeout} s")
+
+
+def accept_backlog(port: int) -> int | None:
+    """Connections waiting in the accept queue of 127.0.0.1:`port`, or None if unknown."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    listening = f"0100007F:{port:04X}"
+    for row in table:
+        fields = row.split()
+        if fields[1] == listening and fields[3] == "0A":  # 0A: TCP_LISTEN
+            return int(fields[4].split(":")[1], 16)
+    return None
 
 
 @dataclass
