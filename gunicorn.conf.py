@@ -65,7 +65,8 @@ workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", default_worke
 # `GUNICORN_WORKER_CLASS=sync` only to measure against (docs/PERFORMANCE.md): sync workers
 # serve one request each, so two open conversations would hold up every page.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = _env_int("GUNICORN_THREADS", 24)
+# One thread unless asked: gunicorn silently runs `sync` with more than one thread as gthread.
+threads = _env_int("GUNICORN_THREADS", 1 if worker_class == "sync" else 24)
 # The app sizes its database pool by it, one connection per thread, so a busy worker never
 # opens and closes connections per request; an explicit DATABASE_POOL_SIZE wins, wherever it
 # is set (codexweb/config.py).

@@ -44,10 +44,12 @@ class GunicornSettings:
     threads: int = 24  # gthread only
 
     def env(self) -> dict[str, str]:
+        # gunicorn runs a `sync` worker given more than one thread as gthread, unannounced.
+        threads = self.threads if self.worker_class == "gthread" else 1
         return {
             "GUNICORN_WORKERS": str(self.workers),
             "GUNICORN_WORKER_CLASS": self.worker_class,
-            "GUNICORN_THREADS": str(self.threads),
+            "GUNICORN_THREADS": str(threads),
         }
 
 

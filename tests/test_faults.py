@@ -181,6 +181,7 @@ def test_gunicorn_workers_answer_503_during_an_outage_and_recover(
             "GUNICORN_WORKER_CLASS": "sync",
         }
         with serve_gunicorn(tmp_path, workers=workers, env=env) as server:
+            assert '"Using worker: sync"' in server.log()
             # A user and an access token the server accepts (same database, same secret).
             seeding = app_factory(
                 DATABASE_URL=postgres_database, SECRET_KEY=server.env["CODEXWEB_SECRET_KEY"]
