@@ -194,24 +194,45 @@ def run_worker(app: Flask, *, stop: threading.Event, poll: float) -> None:
 
 _wake = threading.Event()
 _drainer_pid: int | None = None
+_drainer: tuple[threading.Thread, threading.Event] | None = None
 _drainer_lock = threading.Lock()
 
 
 def _start_drainer(app: Flask) -> None:
     """The `thread` mode's drainer: one per process (a forked worker starts its own)."""
-    global _drainer_pid
+    global _drainer_pid, _drainer
     with _drainer_lock:
         if _drainer_pid == os.getpid():
             return
         _drainer_pid = os.getpid()
-    thread = threading.Thread(
-        target=run_worker,
-        args=(app,),
-        kwargs={"stop": threading.Event(), "poll": float(app.config["MAIL_QUEUE_POLL"])},
-        name="codexweb-mail",
-        daemon=True,
-    )
-    thread.start()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=run_worker,
+            args=(app,),
+            kwargs={"stop": stop, "poll": float(app.config["MAIL_QUEUE_POLL"])},
+            name="codexweb-mail",
+            daemon=True,
+        )
+        _drainer = (thread, stop)
+        thread.start()
+
+
+def stop_drainer(timeout: float = 10.0) -> None:
+    """Stop this process's drainer and wait for it; the next enqueue starts a new one.
+
+    A process that exits needs none of this (the thread is a daemon). Tests do: the drainer
+    serves the app that started it, so in a test process it would go on delivering the mail
+    of later tests' apps that share its database.
+    """
+    global _drainer_pid, _drainer
+    with _drainer_lock:
+        drainer, _drainer, _drainer_pid = _drainer, None, None
+    if drainer is None:
+        return
+    thread, stop = drainer
+    stop.set()
+    _wake.set()
+    thread.join(timeout)
 
 
 @event.listens_for(Session, "after_commit")

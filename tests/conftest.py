@@ -21,6 +21,7 @@ from codexweb.auth.tokens import issue_access_token
 from codexweb.extensions import db
 from codexweb.logging import EVENTS_LOGGER
 from codexweb.models import User
+from codexweb.outbox import stop_drainer
 from tests.services import (
     RedisNamespace,
     admin_engine,
@@ -67,6 +68,14 @@ def redis_namespace() -> Iterator[RedisNamespace]:
 
 
 # The application -------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _mail_drainer_ends_with_its_test() -> Iterator[None]:
+    """MAIL_QUEUE=thread starts a drainer thread serving the app of the test that enqueued;
+    left running, it would deliver (or fail on) the mail of later tests sharing its database."""
+    yield
+    stop_drainer()
 
 
 def base_test_config(tmp_path, database_url: str | None = None) -> dict[str, Any]:

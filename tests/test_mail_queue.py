@@ -14,6 +14,7 @@ from aiosmtpd.controller import Controller
 
 from codexweb.extensions import db
 from codexweb.models import MailMessage
+from codexweb.outbox import stop_drainer
 from tests.conftest import TEST_PASSWORD, deliver_mail
 from tests.servers import free_port
 
@@ -157,6 +158,29 @@ def test_the_thread_mode_delivers_with_no_worker_running(app_factory, make_user_
     while not outbox and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [message.to for message in outbox] == [["owner@example.com"]]
+
+
+def test_a_stopped_drainer_is_gone_and_the_next_enqueue_starts_another(
+    app_factory, make_user_on, outbox_for
+):
+    app = app_factory(MAIL_QUEUE="thread")
+    make_user_on(app, "owner@example.com")
+    outbox = outbox_for(app, draining=False)
+    client = app.test_client()
+    client.post("/api/auth/password/forgot", json={"email": "owner@example.com"})
+    assert drainer_threads() == 1
+    stop_drainer()
+    assert drainer_threads() == 0
+    client.post("/api/auth/password/forgot", json={"email": "owner@example.com"})
+    assert drainer_threads() == 1
+    deadline = time.monotonic() + 20
+    while len(outbox) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(outbox) == 2
+
+
+def drainer_threads() -> int:
+    return sum(thread.name == "codexweb-mail" for thread in threading.enumerate())
 
 
 def test_the_worker_command_delivers_what_is_due(app, make_user, outbox_for, runner):
