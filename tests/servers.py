@@ -169,6 +169,9 @@ def spread_over_workers(
         try:
             for sock, request in zip(sockets, batch, strict=True):
                 sock.sendall(request.head(host))
+            # Every worker takes its connection: sure for sync workers once the accept queue
+            # is empty, likely for gthread ones given the pause (they may take two).
+            time.sleep(0.2)
             wait_until_accepted(int(port))
             for sock, request in zip(sockets, batch, strict=True):
                 sock.sendall(b"\r\n" + request.body)

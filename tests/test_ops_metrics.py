@@ -122,7 +122,12 @@ def test_the_runtime_hooks_record_streams_and_model_latency():
 
 @pytest.mark.slow
 def test_two_workers_counts_add_up_to_the_requests_sent(tmp_path):
-    env = {"CODEXWEB_METRICS_ENABLED": "true", "CODEXWEB_RATELIMIT_ENABLED": "false"}
+    env = {
+        "CODEXWEB_METRICS_ENABLED": "true",
+        "CODEXWEB_RATELIMIT_ENABLED": "false",
+        # Sync workers: `spread_over_workers` then puts a request in each worker for sure.
+        "GUNICORN_WORKER_CLASS": "sync",
+    }
     with serve_gunicorn(tmp_path, workers=2, env=env) as server:
         responses = spread_over_workers(server.url, "/healthz", workers=2, rounds=15)
         missing = spread_over_workers(server.url, "/no-such-page", workers=2, rounds=2)

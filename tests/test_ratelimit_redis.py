@@ -182,6 +182,8 @@ def test_gunicorn_with_redis_down_serves_and_logs_once_per_worker(tmp_path):
         "CODEXWEB_RATELIMIT_STORAGE_URI": closed_port_redis(),
         "CODEXWEB_RATELIMIT_DEFAULT": "1/minute",
         "CODEXWEB_RATELIMIT_STORAGE_RETRY_INTERVAL": "0",
+        # Sync workers: `spread_over_workers` then puts a request in each worker for sure.
+        "GUNICORN_WORKER_CLASS": "sync",
     }
     with serve_gunicorn(tmp_path, workers=workers, env=env) as server:
         responses = spread_over_workers(server.url, CHEAP, workers=workers, rounds=10)
