@@ -60,6 +60,10 @@ def build_app(folder: Path, overrides: dict[str, Any] | None = None) -> Flask:
         "RATELIMIT_DEFAULT": LIMIT,
         **{f"RATELIMIT_{name}": LIMIT for name in limits},
         "ACCESS_TOKEN_TTL": 7200,
+        # A full run outlasts the default 10 minutes, and one token serves every call.
+        "CHATKIT_TOKEN_TTL": 7200,
+        # The demo agent paces its words for people; here it would only add idle wall time.
+        "CHATKIT_DEMO_WORD_DELAY": 0,
         "CHATKIT_MESSAGES_PER_MINUTE": 1_000_000,
         **(overrides or {}),
     }
