@@ -27,6 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logging.init_app(app)
     # First: its timer starts before any other hook runs, its count sees the final status.
     metrics.init_app(app)
+    register_request_start(app)
     register_extensions(app)
     register_blueprints(app)
     register_request_hooks(app)
@@ -106,11 +107,21 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(account_views)
 
 
-def register_request_hooks(app: Flask) -> None:
-    from . import bodies, security
-    from .auth.guards import enforce_csrf, forget_previous_user
+def register_request_start(app: Flask) -> None:
+    """Forget the previous request's caller before any hook asks who is calling.
+
+    The rate limiter's hook (an extension's, registered next) keys on the Bearer claim, which
+    the guard then reuses: both must see this request's, decoded once.
+    """
+    from .auth.guards import forget_previous_user
 
     app.before_request(forget_previous_user)
+
+
+def register_request_hooks(app: Flask) -> None:
+    from . import bodies, security
+    from .auth.guards import enforce_csrf
+
     app.before_request(enforce_csrf)
     security.init_app(app)
     bodies.init_app(app)

@@ -6,6 +6,7 @@ from flask import request
 from flask_limiter.util import get_qualified_name
 
 from codexweb.extensions import limiter
+from tests.conftest import access_token_for
 
 CHEAP = "/api/auth/me"
 
@@ -43,3 +44,33 @@ def test_default_and_decorated_limits_still_count(app_factory):
     wrong = {"email": "nobody@example.com", "password": "not the password"}
     statuses = [client.post("/api/auth/login", json=wrong).status_code for _ in range(2)]
     assert statuses == [401, 429]
+
+
+def test_a_limited_bearer_request_decodes_its_token_once(app_factory, make_user, monkeypatch):
+    # The limiter's key and the guard both need the Bearer claim (auth/credentials.py).
+    from codexweb.auth import credentials
+
+    app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="100/minute")
+    with app.app_context():
+        token = access_token_for(make_user().id)
+    decoded = []
+    real = credentials.read_access_token
+    monkeypatch.setattr(
+        credentials, "read_access_token", lambda raw: decoded.append(raw) or real(raw)
+    )
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get(CHEAP, headers=headers).status_code == 200
+    assert decoded == [token]
+
+
+def test_the_default_limit_counts_each_caller_in_a_shared_app_context(app_factory, make_user):
+    # A script or shell that pushes one app context around several requests shares one `g`:
+    # the second caller must be counted as itself, not as the claim the first one left there.
+    app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="2/minute")
+    client = app.test_client()
+    with app.app_context():
+        first = {"Authorization": f"Bearer {access_token_for(make_user().id)}"}
+        second = {"Authorization": f"Bearer {access_token_for(make_user().id)}"}
+        assert [client.get(CHEAP, headers=first).status_code for _ in range(3)] == [200, 200, 429]
+        assert client.get(CHEAP, headers=second).status_code == 200
