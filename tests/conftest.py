@@ -36,6 +36,37 @@ from tests.services import (
 TEST_PASSWORD = "correct horse battery staple"
 
 
+# Which tests a run selects ----------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--only-on-test-database",
+        action="store_true",
+        help="run only the tests whose apps use the test database (CODEXWEB_TEST_DATABASE_URL)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--only-on-test-database`: CI's second pass, on PostgreSQL, drops the tests whose result
+    cannot depend on CODEXWEB_TEST_DATABASE_URL, because no app of theirs uses it.
+
+    Those are the tests without the `test_database_url` fixture (the `app` and `app_factory`
+    fixtures build on it): the browser tests and the other real-server tests, whose servers
+    get their own environment (tests/servers.py) with the database each test names, and the
+    tests with no database at all. The first pass, on SQLite, has already run them.
+    """
+    if not config.getoption("--only-on-test-database"):
+        return
+    kept, dropped = [], []
+    for item in items:
+        uses_test_database = "test_database_url" in getattr(item, "fixturenames", ())
+        (kept if uses_test_database else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 # Services and the browser ----------------------------------------------------------------
 
 
