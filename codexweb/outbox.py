@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -192,19 +193,24 @@ def run_worker(app: Flask, *, stop: threading.Event, poll: float) -> None:
         _wake.clear()
 
 
+@dataclass(frozen=True)
+class _Drainer:
+    pid: int  # the process that started it: a forked worker inherits the record, not the thread
+    thread: threading.Thread
+    stop: threading.Event
+
+
 _wake = threading.Event()
-_drainer_pid: int | None = None
-_drainer: tuple[threading.Thread, threading.Event] | None = None
+_drainer: _Drainer | None = None
 _drainer_lock = threading.Lock()
 
 
 def _start_drainer(app: Flask) -> None:
     """The `thread` mode's drainer: one per process (a forked worker starts its own)."""
-    global _drainer_pid, _drainer
+    global _drainer
     with _drainer_lock:
-        if _drainer_pid == os.getpid():
+        if _drainer is not None and _drainer.pid == os.getpid():
             return
-        _drainer_pid = os.getpid()
         stop = threading.Event()
         thread = threading.Thread(
             target=run_worker,
@@ -213,7 +219,7 @@ def _start_drainer(app: Flask) -> None:
             name="codexweb-mail",
             daemon=True,
         )
-        _drainer = (thread, stop)
+        _drainer = _Drainer(os.getpid(), thread, stop)
         thread.start()
 
 
@@ -224,15 +230,14 @@ def stop_drainer(timeout: float = 10.0) -> None:
     serves the app that started it, so in a test process it would go on delivering the mail
     of later tests' apps that share its database.
     """
-    global _drainer_pid, _drainer
+    global _drainer
     with _drainer_lock:
-        drainer, _drainer, _drainer_pid = _drainer, None, None
-    if drainer is None:
+        drainer, _drainer = _drainer, None
+    if drainer is None or drainer.pid != os.getpid():
         return
-    thread, stop = drainer
-    stop.set()
+    drainer.stop.set()
     _wake.set()
-    thread.join(timeout)
+    drainer.thread.join(timeout)
 
 
 @event.listens_for(Session, "after_commit")
