@@ -88,23 +88,26 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-# Libraries whose warnings and errors (their default level) become JSON lines too, rather than
-# a bare text line from Python's last-resort handler: SQLAlchemy's pool, for one, reports each
-# connection it could not reset after the database ended it.
-LIBRARY_LOGGERS = ("sqlalchemy",)
+class NotOurs(logging.Filter):
+    """Records of codexweb's own loggers: they have their handler, at LOG_LEVEL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "codexweb" or record.name.startswith("codexweb."))
 
 
 def init_app(app: Flask) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TextFormatter() if app.config["LOG_FORMAT"] == "text" else JsonFormatter())
-    handler.addFilter(RequestIdFilter())
-    # One handler on each of these loggers; replaced, not stacked, when tests build many apps.
-    handler._codexweb = True  # type: ignore[attr-defined]
-    for name in ("codexweb", *LIBRARY_LOGGERS):
-        logger = logging.getLogger(name)
-        for old in [h for h in logger.handlers if getattr(h, "_codexweb", False)]:
-            logger.removeHandler(old)
-        logger.addHandler(handler)
+    """codexweb's events and log lines at LOG_LEVEL, and every library's warnings and errors,
+    one line each on stderr in the same format.
+
+    Without the second handler a library's warning (SQLAlchemy's pool finding a connection the
+    database ended, asyncio's "Task exception was never retrieved", an SDK's notice) would
+    reach Python's last-resort handler: a bare text line, or a multi-line traceback, in the
+    middle of a JSON log. It sits on the root logger at WARNING, below which libraries stay
+    quiet whatever level they set themselves.
+    """
+    formatter = TextFormatter() if app.config["LOG_FORMAT"] == "text" else JsonFormatter()
+    _install(logging.getLogger("codexweb"), _handler(formatter))
+    _install(logging.getLogger(), _handler(formatter, logging.WARNING, NotOurs()))
     logging.getLogger("codexweb").setLevel(app.config["LOG_LEVEL"])
 
     app.before_request(_assign_request_id)
@@ -120,6 +123,25 @@ def _assign_request_id() -> None:
     offered = request.headers.get("X-Request-ID", "")
     g.request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
     request.environ[REQUEST_ID_ENVIRON] = g.request_id
+
+
+def _handler(
+    formatter: logging.Formatter, level: int = logging.NOTSET, *filters: logging.Filter
+) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.setLevel(level)
+    for each in (RequestIdFilter(), *filters):
+        handler.addFilter(each)
+    return handler
+
+
+def _install(logger: logging.Logger, handler: logging.Handler) -> None:
+    """One handler of ours per logger: replaced, not stacked, when tests build many apps."""
+    for old in [each for each in logger.handlers if getattr(each, "_codexweb", False)]:
+        logger.removeHandler(old)
+    handler._codexweb = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
 
 
 def _send_request_id(response):
