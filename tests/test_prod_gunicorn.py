@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import runpy
+import shutil
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +31,14 @@ def load_conf(monkeypatch, **env: str) -> dict:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return runpy.run_path(str(CONF))
+    # The file makes its own metrics folder, as in production, and names it in os.environ;
+    # monkeypatch takes the name out again, or every later test's /metrics would read that
+    # empty folder instead of the test process's own samples.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    try:
+        return runpy.run_path(str(CONF))
+    finally:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def test_defaults_are_two_threaded_workers(monkeypatch):
