@@ -1,8 +1,11 @@
 """A stand-in OpenAI-compatible model server on loopback, for the ChatKit runtime's tests.
 
 A real HTTP server (threaded `http.server`), so the Agents SDK reaches it through its own
-OpenAI client: `POST /v1/chat/completions` with `stream: true` answers Server-Sent Events of
-Chat Completions chunks (`data: {chunk}` … `data: [DONE]`), the reply split into words.
+OpenAI client, the reply split into words:
+- `POST /v1/chat/completions` with `stream: true` answers Server-Sent Events of Chat
+  Completions chunks (`data: {chunk}` … `data: [DONE]`);
+- `POST /v1/responses` with `stream: true` answers the Responses API's events for one
+  assistant message (`response.created` … `response.output_text.delta` … `response.completed`).
 It records every request body (to check what the model was sent) and misbehaves on demand:
 `fail_next()` answers 500, `hang_next()` sends nothing until the test ends, and
 `word_delay` streams slowly.
@@ -10,9 +13,11 @@ It records every request body (to check what the model was sent) and misbehaves 
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +29,8 @@ MODEL = "stand-in-model"
 class ModelServer:
     reply: str = "Hello from the stand-in model, streaming word by word."
     word_delay: float = 0.0
+    # The Responses stream names every message with this id instead of a new one each time.
+    reused_item_id: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     _failures: list[str] = field(default_factory=list)
     _released: threading.Event = field(default_factory=threading.Event)
@@ -84,6 +91,73 @@ def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+# The Responses API names every response and item anew, as OpenAI does.
+_response_ids = itertools.count(1)
+
+# Yielded by a stream before each word: where `word_delay` applies.
+WORD_PAUSE = object()
+
+
+def chat_completion_chunks(words: list[str]) -> Iterator[bytes | object]:
+    yield chunk({"role": "assistant", "content": ""})
+    for index, word in enumerate(words):
+        yield WORD_PAUSE
+        yield chunk({"content": word if index == 0 else f" {word}"})
+    yield chunk({}, "stop")
+    yield b"data: [DONE]\n\n"
+
+
+def response_events(words: list[str], item_id: str | None = None) -> Iterator[bytes | object]:
+    """The Responses API's stream of one assistant message, as OpenAI sends it."""
+    sequence = iter(range(1_000_000))
+    text = " ".join(words)
+    item_id = item_id or f"msg_standin{next(_response_ids)}"
+    message = {"id": item_id, "type": "message", "role": "assistant"}
+
+    def event(type_: str, **fields: Any) -> bytes:
+        body = {"type": type_, "sequence_number": next(sequence), **fields}
+        return f"event: {type_}\ndata: {json.dumps(body)}\n\n".encode()
+
+    def response(status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": f"resp_standin{next(_response_ids)}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": MODEL,
+            "status": status,
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": 10,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": len(words),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 10 + len(words),
+            },
+        }
+
+    part = {"type": "output_text", "annotations": [], "logprobs": []}
+    at = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+    done = {**message, "status": "completed", "content": [{**part, "text": text}]}
+    yield event("response.created", response=response("in_progress", []))
+    yield event(
+        "response.output_item.added",
+        output_index=0,
+        item={**message, "status": "in_progress", "content": []},
+    )
+    yield event("response.content_part.added", **at, part={**part, "text": ""})
+    for index, word in enumerate(words):
+        yield WORD_PAUSE
+        delta = word if index == 0 else f" {word}"
+        yield event("response.output_text.delta", **at, delta=delta, logprobs=[])
+    yield event("response.output_text.done", **at, text=text, logprobs=[])
+    yield event("response.content_part.done", **at, part={**part, "text": text})
+    yield event("response.output_item.done", output_index=0, item=done)
+    yield event("response.completed", response=response("completed", [done]))
+
+
 class _Handler(BaseHTTPRequestHandler):
     model: ModelServer
     protocol_version = "HTTP/1.1"
@@ -94,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
-        if self.path != "/v1/chat/completions":
+        if self.path not in ("/v1/chat/completions", "/v1/responses"):
             return self._answer(404, {"error": {"message": "not found", "type": "invalid"}})
         self.model.record(body)
         failure = self.model.next_failure()
@@ -109,15 +183,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         try:
-            self.wfile.write(chunk({"role": "assistant", "content": ""}))
-            for index, word in enumerate(self.model.reply.split(" ")):
-                if self.model.word_delay:
-                    time.sleep(self.model.word_delay)
-                self.wfile.write(chunk({"content": word if index == 0 else f" {word}"}))
+            words = self.model.reply.split(" ")
+            if self.path == "/v1/responses":
+                events = response_events(words, self.model.reused_item_id)
+            else:
+                events = chat_completion_chunks(words)
+            for event in events:
+                if event is WORD_PAUSE:
+                    if self.model.word_delay:
+                        time.sleep(self.model.word_delay)
+                    continue
+                self.wfile.write(event)
                 self.wfile.flush()
-            self.wfile.write(chunk({}, "stop"))
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the runtime hung up (timeout, client gone)
 

@@ -492,3 +492,55 @@ def test_purging_old_sessions_removes_their_transcripts(
 def test_events_carry_no_message_text(client, token, events):
     stream(client, token, create_request("a secret plan"))
     assert "secret plan" not in json.dumps(events)
+
+
+def test_a_responses_api_agent_streams_and_follow_ups_carry_the_conversation(
+    client, owner, model_server, app
+):
+    # CODEX_AGENTS `api: responses`: the Agents SDK's Responses model, on /v1/responses.
+    app.config["CODEX_AGENTS"] = model_agents(model_server.base_url, api="responses")
+    created = new_session(client, owner, agent_id="modelled", context={"repo": "acme/app"})
+    token = chatkit_token(client, owner, created["session_id"])
+    first = stream(client, token, create_request("First question"))
+    thread_id = first[0]["thread"]["id"]
+    assert len(deltas(first)) > 3
+    assert assistant_text(done_items(first, "assistant_message")[0]) == model_server.reply
+
+    second = stream(client, token, add_message_request(thread_id, "Second question"))
+    assert assistant_text(done_items(second, "assistant_message")[0]) == model_server.reply
+    listed = call(client, token, "items.list", thread_id=thread_id, order="asc")
+    assert [item["type"] for item in listed["data"]] == [
+        "user_message",
+        "assistant_message",
+        "user_message",
+        "assistant_message",
+    ]
+
+    sent = model_server.chat_requests()
+    assert len(sent) == 2 and sent[1]["stream"] is True
+    assert sent[1]["instructions"].startswith("You answer briefly.")
+    assert '{"repo": "acme/app"}' in sent[1]["instructions"]
+    assert [(m["role"], _text(m["content"])) for m in sent[1]["input"]] == [
+        ("user", "First question"),
+        ("assistant", model_server.reply),
+        ("user", "Second question"),
+    ]
+
+
+def test_replies_get_ids_of_their_own_when_the_model_reuses_its_item_ids(
+    client, owner, model_server, app
+):
+    # An OpenAI-compatible server may name every message alike; the thread must not care.
+    model_server.reused_item_id = "msg_0"
+    app.config["CODEX_AGENTS"] = model_agents(model_server.base_url, api="responses")
+    created = new_session(client, owner, agent_id="modelled")
+    token = chatkit_token(client, owner, created["session_id"])
+    first = stream(client, token, create_request("First question"))
+    thread_id = first[0]["thread"]["id"]
+    second = stream(client, token, add_message_request(thread_id, "Second question"))
+    answers = done_items(first, "assistant_message") + done_items(second, "assistant_message")
+    assert [assistant_text(answer) for answer in answers] == [model_server.reply] * 2
+    listed = call(client, token, "items.list", thread_id=thread_id, order="asc")
+    ids = [item["id"] for item in listed["data"]]
+    assert len(set(ids)) == 4 and "msg_0" not in ids
+    assert [item["id"] for item in listed["data"][1::2]] == [answer["id"] for answer in answers]

@@ -28,7 +28,6 @@ from agents import (
     Runner,
     set_tracing_disabled,
 )
-from agents.models.fake_id import FAKE_RESPONSES_ID
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.types import (
     AssistantMessageContent,
@@ -149,11 +148,13 @@ async def _with_real_ids(
     thread: ThreadMetadata,
     context: RuntimeContext,
 ) -> AsyncIterator[ThreadStreamEvent]:
-    """Give items that came over Chat Completions an id of their own.
+    """Give every item the model adds an id of our store's, whatever the model named it.
 
-    The Agents SDK names every Chat Completions output item `__fake_id__`, and the ChatKit
-    SDK uses the model's item id as the thread item's id, so every reply of a thread would
-    share one id (openai/chatkit-python#36). Each new item gets a store-made id instead.
+    The ChatKit SDK uses the model's item id as the thread item's id, and a thread's item ids
+    must be unique. The Agents SDK names every Chat Completions output item `__fake_id__`
+    (openai/chatkit-python#36), and an OpenAI-compatible Responses server may reuse its ids
+    too: either way the second reply of a thread would collide with the first. No id goes
+    back to the model (the history is sent as content), so the names are ours to choose.
     """
     current: dict[str, str] = {}
 
@@ -161,7 +162,7 @@ async def _with_real_ids(
         return current.get(model_id, model_id)
 
     async for event in events:
-        if isinstance(event, ThreadItemAddedEvent) and event.item.id.startswith(FAKE_RESPONSES_ID):
+        if isinstance(event, ThreadItemAddedEvent):
             current[event.item.id] = store.generate_item_id("message", thread, context)
         if isinstance(event, (ThreadItemAddedEvent, ThreadItemDoneEvent)):
             event.item.id = for_item(event.item.id)
