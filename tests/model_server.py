@@ -79,6 +79,13 @@ class ModelServer:
     def hang(self) -> None:
         self._released.wait(120)
 
+    def words(self) -> Iterator[str]:
+        """The reply's words as streamed, `word_delay` apart."""
+        for index, word in enumerate(self.reply.split(" ")):
+            if self.word_delay:
+                time.sleep(self.word_delay)
+            yield word if index == 0 else f" {word}"
+
 
 def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     body = {
@@ -94,24 +101,21 @@ def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
 # The Responses API names every response and item anew, as OpenAI does.
 _response_ids = itertools.count(1)
 
-# Yielded by a stream before each word: where `word_delay` applies.
-WORD_PAUSE = object()
 
-
-def chat_completion_chunks(words: list[str]) -> Iterator[bytes | object]:
+def chat_completion_chunks(model: ModelServer) -> Iterator[bytes]:
     yield chunk({"role": "assistant", "content": ""})
-    for index, word in enumerate(words):
-        yield WORD_PAUSE
-        yield chunk({"content": word if index == 0 else f" {word}"})
+    for word in model.words():
+        yield chunk({"content": word})
     yield chunk({}, "stop")
     yield b"data: [DONE]\n\n"
 
 
-def response_events(words: list[str], item_id: str | None = None) -> Iterator[bytes | object]:
+def response_events(model: ModelServer) -> Iterator[bytes]:
     """The Responses API's stream of one assistant message, as OpenAI sends it."""
     sequence = iter(range(1_000_000))
-    text = " ".join(words)
-    item_id = item_id or f"msg_standin{next(_response_ids)}"
+    text = model.reply
+    output_tokens = len(text.split(" "))
+    item_id = model.reused_item_id or f"msg_standin{next(_response_ids)}"
     message = {"id": item_id, "type": "message", "role": "assistant"}
 
     def event(type_: str, **fields: Any) -> bytes:
@@ -132,9 +136,9 @@ def response_events(words: list[str], item_id: str | None = None) -> Iterator[by
             "usage": {
                 "input_tokens": 10,
                 "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": len(words),
+                "output_tokens": output_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": 10 + len(words),
+                "total_tokens": 10 + output_tokens,
             },
         }
 
@@ -148,14 +152,15 @@ def response_events(words: list[str], item_id: str | None = None) -> Iterator[by
         item={**message, "status": "in_progress", "content": []},
     )
     yield event("response.content_part.added", **at, part={**part, "text": ""})
-    for index, word in enumerate(words):
-        yield WORD_PAUSE
-        delta = word if index == 0 else f" {word}"
-        yield event("response.output_text.delta", **at, delta=delta, logprobs=[])
+    for word in model.words():
+        yield event("response.output_text.delta", **at, delta=word, logprobs=[])
     yield event("response.output_text.done", **at, text=text, logprobs=[])
     yield event("response.content_part.done", **at, part={**part, "text": text})
     yield event("response.output_item.done", output_index=0, item=done)
     yield event("response.completed", response=response("completed", [done]))
+
+
+STREAMS = {"/v1/chat/completions": chat_completion_chunks, "/v1/responses": response_events}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -168,7 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
-        if self.path not in ("/v1/chat/completions", "/v1/responses"):
+        stream = STREAMS.get(self.path)
+        if stream is None:
             return self._answer(404, {"error": {"message": "not found", "type": "invalid"}})
         self.model.record(body)
         failure = self.model.next_failure()
@@ -183,16 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         try:
-            words = self.model.reply.split(" ")
-            if self.path == "/v1/responses":
-                events = response_events(words, self.model.reused_item_id)
-            else:
-                events = chat_completion_chunks(words)
-            for event in events:
-                if event is WORD_PAUSE:
-                    if self.model.word_delay:
-                        time.sleep(self.model.word_delay)
-                    continue
+            for event in stream(self.model):
                 self.wfile.write(event)
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import request
 from flask_limiter.util import get_qualified_name
 
+from codexweb.auth import credentials
 from codexweb.extensions import limiter
 from tests.conftest import access_token_for
 
@@ -48,8 +49,6 @@ def test_default_and_decorated_limits_still_count(app_factory):
 
 def test_a_limited_bearer_request_decodes_its_token_once(app_factory, make_user, monkeypatch):
     # The limiter's key and the guard both need the Bearer claim (auth/credentials.py).
-    from codexweb.auth import credentials
-
     app = app_factory(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="100/minute")
     with app.app_context():
         token = access_token_for(make_user().id)
