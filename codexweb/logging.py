@@ -131,7 +131,9 @@ def _handler(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.setLevel(level)
-    for each in (RequestIdFilter(), *filters):
+    # The given filters first: a record they drop (codexweb's own, at the root) costs no
+    # request-id lookup on its second handler.
+    for each in (*filters, RequestIdFilter()):
         handler.addFilter(each)
     return handler
 
