@@ -9,7 +9,7 @@ the rounds (its req/s is lower: sampling stops the workers briefly) and reports:
   the stack of, so `mint_chatkit_token` includes the queries it runs.
 
 Only samples taken while a worker handles a request count (the stack holds gunicorn's
-`SyncWorker.handle`): the master, limiter timer threads and idle waits are left out.
+`SyncWorker.handle` or `ThreadWorker.handle`): the master, limiter timer threads and idle waits are left out.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ PACKAGES = [
     ("logging / json", "json/"),
     ("redis", "redis/"),
 ]
-REQUEST_FRAME = "SyncWorker.handle"
+# The frame a worker handles a request under: sync workers and gthread workers.
+REQUEST_FRAMES = {"SyncWorker.handle", "ThreadWorker.handle"}
 _FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -63,7 +64,7 @@ def sampling(pid: int, rate: int = 200) -> Iterator[Samples]:
     """Sample `pid` and its children (the gunicorn master and its workers) until exit."""
     output = Path(tempfile.mkstemp(prefix="codexweb-profile-", suffix=".txt")[1])
     command = [py_spy(), "record", "--pid", str(pid)]
-    command += ["--subprocesses", "--format", "raw", "--rate", str(rate), "--output", str(output)]
+    command += ["--subprocesses", "--gil", "--format", "raw", "--rate", str(rate), "--output", str(output)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.5)  # py-spy attaches to every process first
     try:
@@ -112,7 +113,7 @@ def summarise(path: Path, top: int = 25) -> dict:
         count = int(count_text)
         frames = [parse_frame(frame) for frame in stack.split(";")]
         frames = [(function, file) for function, file in frames if file]
-        if not any(function == REQUEST_FRAME for function, _ in frames):
+        if not any(function in REQUEST_FRAMES for function, _ in frames):
             continue
         total += count
         by_package[package_of(frames[-1][1])] += count
