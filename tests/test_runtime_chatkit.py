@@ -335,6 +335,27 @@ def test_tokens_verify_across_a_key_rotation(client, owner, session, token, app)
         assert post(client, bearer, {"type": "threads.list", "params": {}}).status_code == 200
 
 
+def test_the_token_check_leaves_the_process_warning_filters_alone(client, token, monkeypatch):
+    """A gthread worker checks tokens on several threads at once. `warnings.catch_warnings()`
+    swaps the process-wide filter list, and two threads interleaving it left "ignore every
+    warning" installed for the worker's life: the check must not touch the filters at all."""
+    import warnings
+
+    from joserfc import jwt
+
+    decode, seen = jwt.decode, []
+
+    def spying_decode(*args, **kwargs):
+        seen.append(list(warnings.filters))
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", spying_decode)
+    outside = list(warnings.filters)
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+    assert seen == [outside]
+    assert warnings.filters == outside
+
+
 @pytest.mark.parametrize("ending", ["close", "delete"])
 def test_an_ended_sessions_unexpired_token_is_refused_at_once(
     client, owner, session, token, ending

@@ -326,23 +326,31 @@ def session_not_found() -> Problem:
 
 def checked_session_id(session_id: Any) -> str:
     """`session_id` if it could name a session at all; a 404 otherwise (never a 500)."""
-    if not isinstance(session_id, str) or not session_id or len(session_id) > 40:
-        raise session_not_found()
-    # PostgreSQL refuses NUL in text (DataError, a 500) where SQLite just finds no row.
-    if "\x00" in session_id:
+    if not _could_be_session_id(session_id):
         raise session_not_found()
     return session_id
 
 
+def _could_be_session_id(value: Any) -> bool:
+    # PostgreSQL refuses NUL in text (DataError, a 500) where SQLite just finds no row.
+    return isinstance(value, str) and 0 < len(value) <= 40 and "\x00" not in value
+
+
 def get_owned_session(user: User, session_id: Any) -> CodexSession:
     """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
-    session_id = checked_session_id(session_id)
-    session = db.session.scalars(
-        _OWNED_SESSION, {"session_id": session_id, "user_id": user.id}
-    ).first()
+    session = find_owned_session(user.id, checked_session_id(session_id))
     if session is None:
         raise session_not_found()
     return session
+
+
+def find_owned_session(user_id: str, session_id: Any) -> CodexSession | None:
+    """The user's session by id, unless deleted; None for anything else, malformed ids too."""
+    if not _could_be_session_id(session_id):
+        return None
+    return db.session.scalars(
+        _OWNED_SESSION, {"session_id": session_id, "user_id": user_id}
+    ).first()
 
 
 # Whose session it is, and that it is not deleted: every owned-session lookup filters by these.

@@ -9,18 +9,15 @@ at `exp`. An access token is not a ChatKit token (wrong algorithm and keys): ref
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select
 
 from ..codex.chatkit import ALGORITHM, token_issuer
 from ..codex.keys import verifying_keys
-from ..codex.sessions import effective_status
-from ..extensions import db
+from ..codex.sessions import effective_status, find_owned_session
 from ..models import CodexSession
 from .context import RuntimeContext
 
@@ -68,10 +65,11 @@ def _verified_claims(token: str) -> dict:
         aud={"essential": True, "value": current_app.config["CHATKIT_AUDIENCE"]},
         **{name: {"essential": True} for name in ("sub", "sid", "exp")},
     )
+    # No `warnings.catch_warnings()` around this: it swaps the process's warning filters,
+    # and two threads of a worker interleaving it left "ignore everything" installed for
+    # good. joserfc's note about the name "EdDSA" is filtered once, in `codex.keys`.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # joserfc's RFC 9864 note about the name "EdDSA"
-            decoded = jwt.decode(token, verifying_keys(), algorithms=[ALGORITHM])
+        decoded = jwt.decode(token, verifying_keys(), algorithms=[ALGORITHM])
         registry.validate(decoded.claims)
     except (JoseError, ValueError, TypeError):
         raise AccessRefused("token_invalid", "The ChatKit token is invalid or expired.") from None
@@ -79,16 +77,8 @@ def _verified_claims(token: str) -> dict:
 
 
 def _active_session(claims: dict) -> CodexSession:
-    session_id, user_id = claims.get("sid"), claims.get("sub")
-    session = None
-    if isinstance(session_id, str) and isinstance(user_id, str) and len(session_id) <= 40:
-        session = db.session.scalars(
-            select(CodexSession).where(
-                CodexSession.id == session_id,
-                CodexSession.user_id == user_id,
-                CodexSession.deleted_at.is_(None),
-            )
-        ).first()
+    user_id = claims.get("sub")
+    session = find_owned_session(user_id, claims.get("sid")) if isinstance(user_id, str) else None
     if session is None or effective_status(session) != "active":
         raise AccessRefused(
             "token_invalid", "The Codex session of this ChatKit token is no longer active."
