@@ -94,6 +94,23 @@ def recorded_statements(app) -> Iterator[list[Statement]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+@contextmanager
+def recorded_commits(app) -> Iterator[list[None]]:
+    """One entry per transaction the app's engine commits inside the block."""
+    with app.app_context():
+        engine = db.engine
+    commits: list[None] = []
+
+    def record(connection):
+        commits.append(None)
+
+    event.listen(engine, "commit", record)
+    try:
+        yield commits
+    finally:
+        event.remove(engine, "commit", record)
+
+
 def listing(statements: list[Statement]) -> str:
     return "\n".join(f"  {statement.sql}" for statement in statements)
 
@@ -215,6 +232,10 @@ TURN_BUDGETS = {
     # caller's session; thread (ownership); user item; history, last two items; the reply.
     "threads.add_user_message": 6,
 }
+# Commits of the same turns. Each one before the first token delays it (on SQLite about
+# 0.6 ms each, docs/PERFORMANCE.md round 7): the thread; the user's message with the
+# session's current thread; the reply.
+TURN_COMMITS = {"threads.create": 3, "threads.add_user_message": 2}
 
 
 def test_conversation_turn_stays_within_its_statement_budget(app_factory, model_server):
@@ -231,21 +252,26 @@ def test_conversation_turn_stays_within_its_statement_budget(app_factory, model_
     client.post("/chatkit", json=create_request("warm up"), headers=token).get_data()
 
     counted: dict[str, list[Statement]] = {}
-    with recorded_statements(app) as statements:
+    commits: dict[str, int] = {}
+    with recorded_statements(app) as statements, recorded_commits(app) as committed:
         created = client.post("/chatkit", json=create_request("hello"), headers=token)
         events = sse_events(created.get_data(as_text=True))
-    counted["threads.create"] = list(statements)
+    counted["threads.create"], commits["threads.create"] = list(statements), len(committed)
     thread_id = next(e["thread"]["id"] for e in events if e["type"] == "thread.created")
-    with recorded_statements(app) as statements:
+    with recorded_statements(app) as statements, recorded_commits(app) as committed:
         added = client.post("/chatkit", json=add_message_request(thread_id, "more"), headers=token)
         assert "assistant_message" in added.get_data(as_text=True)
     counted["threads.add_user_message"] = list(statements)
+    commits["threads.add_user_message"] = len(committed)
 
     for turn, budget in TURN_BUDGETS.items():
         assert len(counted[turn]) <= budget, (
             f"{turn} ran {len(counted[turn])} statements, budget {budget}:\n"
             + listing(counted[turn])
         )
+    assert commits == TURN_COMMITS
+    with app.app_context():  # the message made its thread the current one
+        assert db.session.get(CodexSession, session["session_id"]).thread_id == thread_id
 
 
 # Index use -------------------------------------------------------------------------------

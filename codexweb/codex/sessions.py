@@ -534,7 +534,7 @@ def delete_transcripts(codex_session_ids: list[str]) -> None:
 # The conversation ------------------------------------------------------------------------
 
 
-def set_current_thread(session: CodexSession, thread_id: str) -> None:
+def set_current_thread(session: CodexSession, thread_id: str, *, commit: bool = True) -> None:
     """Make `thread_id` the session's current thread (the last one the user wrote in).
 
     A one-column UPDATE that leaves status and expiry to their own rules; the loaded object
@@ -549,7 +549,8 @@ def set_current_thread(session: CodexSession, thread_id: str) -> None:
         .execution_options(synchronize_session=False)
     )
     set_committed_value(session, "thread_id", thread_id)
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 # Housekeeping ----------------------------------------------------------------------------

@@ -134,7 +134,8 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
     def _record_message(
         self, thread: ThreadMetadata, message: UserMessageItem, context: RuntimeContext
     ) -> None:
-        # Both write by id from the row the token check read: no second read of it.
+        # Both write by id from the row the token check read: no second read of it. The store
+        # moved the current thread with a new message already; a retry moves it here.
         sessions.set_current_thread(context.codex_session, thread.id)
         sessions.touch(context.codex_session)
         emit(
