@@ -9,7 +9,9 @@ the rounds (its req/s is lower: sampling stops the workers briefly) and reports:
   the stack of, so `mint_chatkit_token` includes the queries it runs.
 
 Only samples taken while a worker handles a request count (the stack holds gunicorn's
-`SyncWorker.handle` or `ThreadWorker.handle`): the master, limiter timer threads and idle waits are left out.
+`SyncWorker.handle` or `ThreadWorker.handle`): the master, limiter timer threads and idle
+waits are left out. Only the thread holding the GIL is sampled (`--gil`), so threads waiting
+their turn at the request gate or for the GIL do not count: the profile is of CPU.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def sampling(pid: int, rate: int = 200) -> Iterator[Samples]:
     """Sample `pid` and its children (the gunicorn master and its workers) until exit."""
     output = Path(tempfile.mkstemp(prefix="codexweb-profile-", suffix=".txt")[1])
     command = [py_spy(), "record", "--pid", str(pid)]
-    command += ["--subprocesses", "--gil", "--format", "raw", "--rate", str(rate), "--output", str(output)]
+    command += ["--subprocesses", "--gil", "--format", "raw", "--rate", str(rate)]
+    command += ["--output", str(output)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.5)  # py-spy attaches to every process first
     try:
