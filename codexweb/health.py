@@ -82,5 +82,7 @@ def _signing_keys() -> bool:
     from .codex.keys import key_store
 
     store = key_store()
-    store.forget()  # readiness is about the database now, not this process's cached copy
+    # Readiness is about the database now, not this process's cached copy. Read afresh, the
+    # copy stays whole meanwhile: a load balancer's probe must not empty it every few seconds.
+    store.refresh()
     return bool(store.current().kid)

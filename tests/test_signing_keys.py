@@ -106,3 +106,24 @@ def test_gunicorn_refuses_to_start_when_the_secret_key_changed(tmp_path):
         serve_gunicorn(tmp_path / "after", workers=1, env=changed),
     ):
         pass
+
+
+def test_a_readiness_probe_reads_the_keys_afresh_without_emptying_the_cache(
+    app, client, monkeypatch
+):
+    """/readyz checks the database's keys. While it reads them, the other threads of the
+    worker keep the cached copy: a probe every few seconds must not send each of them to
+    the database to read and unseal the keys again."""
+    from codexweb.codex import keys
+
+    client.get("/.well-known/jwks.json")  # the first key, created and cached
+    cache = app.extensions["codexweb.signing_keys"]
+    load, cached_while_reading = keys.KeyStore._load, []
+
+    def observed_load(store, connection):
+        cached_while_reading.append(cache.keys is not None)
+        return load(store, connection)
+
+    monkeypatch.setattr(keys.KeyStore, "_load", observed_load)
+    assert client.get("/readyz").get_json()["checks"]["signing_keys"] == "ok"
+    assert cached_while_reading == [True]

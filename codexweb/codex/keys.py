@@ -141,8 +141,17 @@ class KeyStore:
         keys = cache.keys
         if keys is not None and time.monotonic() - cache.loaded_at < self.cache_seconds:
             return keys
+        return self.refresh()
+
+    def refresh(self) -> list[SigningKey]:
+        """Read the keys from the database now, and cache them.
+
+        The cached copy is replaced, never emptied first: the other threads of the process
+        keep using it meanwhile instead of each reading and unsealing the keys too.
+        """
         with self._engine().connect() as connection:
             keys = self._load(connection)
+        cache = self._cache
         cache.keys, cache.loaded_at = keys, time.monotonic()
         return keys
 
