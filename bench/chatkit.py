@@ -11,13 +11,16 @@ on the loopback stand-in model (tests/model_server.py):
    conversations are open, `/healthz`, `/login` and `GET /api/codex/sessions` are fetched one
    after another and their latency recorded.
 
-Prints a markdown table; `--quick` runs fewer rounds. docs/PERFORMANCE.md reports the numbers.
+Prints a markdown table; `--quick` runs fewer rounds, `--db postgres` serves from a fresh
+PostgreSQL database (dropped after) instead of SQLite. docs/PERFORMANCE.md reports the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import tempfile
 import threading
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.servers import DEFAULT_POSTGRES_ADMIN_URL, PostgresDatabase
 from tests.model_server import ModelServer
 from tests.runtime_support import create_request, model_agents
 from tests.servers import REPO, VENV_BIN, serve_gunicorn
@@ -164,6 +168,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="extra environment for the codexweb server, as bench.run's",
     )
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("CODEXWEB_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL),
+        help="a database on the server to create the bench database on (dropped after)",
+    )
     args, _ = parser.parse_known_args(argv)  # `make bench ARGS=…` also carries bench.run's
     rounds, repeats = (2, 5) if args.quick else (5, 10)
     model = ModelServer().start()
@@ -173,7 +183,13 @@ def main(argv: list[str] | None = None) -> None:
             "CODEXWEB_RATELIMIT_ENABLED": "false",
             **dict(item.split("=", 1) for item in args.set),
         }
-        with tempfile.TemporaryDirectory() as tmp, serve_gunicorn(Path(tmp), env=env) as server:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            if args.db == "postgres":  # else the instance folder's SQLite file
+                database = PostgresDatabase(args.postgres_url)
+                stack.callback(database.drop)
+                env["CODEXWEB_DATABASE_URL"] = database.url
+            server = stack.enter_context(serve_gunicorn(Path(tmp), env=env))
             owner = log_in(server, "bench-chatkit@example.com")
             token = chatkit_token(server, owner)
             concurrently(4, server.url, lambda client: converse(client, token))  # warm-up
@@ -181,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             pages = measure_pages_while_streaming(server, token, owner, model, repeats)
     finally:
         model.stop()
-    print("#### /chatkit with an instant stand-in model (ms)\n")
+    print(f"#### /chatkit with an instant stand-in model ({args.db}, ms)\n")
     print("| conversations | messages | first token p50 | p95 | full reply p50 | p95 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, row in streams.items():
