@@ -226,9 +226,9 @@ def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, ho
 # Statements of one turn with a model agent (a new thread, then a second message). The store
 # reads each thread's ownership once per request (`known_threads`), however often the SDKs ask.
 TURN_BUDGETS = {
-    # caller's session; thread get-or-insert (2); user item; the session's current thread;
-    # history, the SDK's last two items; the reply.
-    "threads.create": 8,
+    # caller's session; the new thread (its id is the store's own: no read first); user
+    # item; the session's current thread; history, the SDK's last two items; the reply.
+    "threads.create": 7,
     # caller's session; thread (ownership); user item; history, last two items; the reply.
     "threads.add_user_message": 6,
 }

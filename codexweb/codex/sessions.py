@@ -534,6 +534,15 @@ def delete_transcripts(codex_session_ids: list[str]) -> None:
 # The conversation ------------------------------------------------------------------------
 
 
+# Built once: every message in a thread other than the current one runs it.
+_SET_CURRENT_THREAD = (
+    update(CodexSession)
+    .where(CodexSession.id == bindparam("session_id"))
+    .values(thread_id=bindparam("thread_id"))
+    .execution_options(synchronize_session=False)
+)
+
+
 def set_current_thread(session: CodexSession, thread_id: str, *, commit: bool = True) -> None:
     """Make `thread_id` the session's current thread (the last one the user wrote in).
 
@@ -542,12 +551,7 @@ def set_current_thread(session: CodexSession, thread_id: str, *, commit: bool = 
     """
     if session.thread_id == thread_id:
         return
-    db.session.execute(
-        update(CodexSession)
-        .where(CodexSession.id == session.id)
-        .values(thread_id=thread_id)
-        .execution_options(synchronize_session=False)
-    )
+    db.session.execute(_SET_CURRENT_THREAD, {"session_id": session.id, "thread_id": thread_id})
     set_committed_value(session, "thread_id", thread_id)
     if commit:
         db.session.commit()

@@ -27,3 +27,6 @@ class RuntimeContext:
     # The threads this request has already found to be the caller's (the store's memo): a
     # conversation turn asks about its thread half a dozen times. One request's, never shared.
     known_threads: set[str] = field(default_factory=set, compare=False, repr=False)
+    # Thread ids the store made in this request (`threads.create`) and has not stored yet:
+    # nothing can exist under them, so their first save writes without reading first.
+    new_threads: set[str] = field(default_factory=set, compare=False, repr=False)

@@ -75,12 +75,21 @@ class SessionStore(Store[RuntimeContext]):
         context.known_threads.add(thread_id)
         return ThreadMetadata.model_validate(row.data)
 
+    def generate_thread_id(self, context: RuntimeContext) -> str:
+        thread_id = super().generate_thread_id(context)
+        context.new_threads.add(thread_id)
+        return thread_id
+
     async def save_thread(self, thread: ThreadMetadata, context: RuntimeContext) -> None:
         # A full `Thread` carries its items too; those are stored item by item.
         fields = thread.model_dump(
             mode="json", exclude={"items"} if isinstance(thread, Thread) else None
         )
-        row = db.session.get(ChatKitThread, thread.id)
+        if thread.id in context.new_threads:  # made here just now: no row to read
+            context.new_threads.discard(thread.id)
+            row = None
+        else:
+            row = db.session.get(ChatKitThread, thread.id)
         if row is None:
             db.session.add(
                 ChatKitThread(
