@@ -227,10 +227,11 @@ def test_hot_path_statements_do_not_grow_with_stored_sessions(app, make_user, ho
 # reads each thread's ownership once per request (`known_threads`), however often the SDKs ask.
 TURN_BUDGETS = {
     # caller's session; the new thread (its id is the store's own: no read first); user
-    # item; the session's current thread; history, the SDK's last two items; the reply.
-    "threads.create": 7,
-    # caller's session; thread (ownership); user item; history, last two items; the reply.
-    "threads.add_user_message": 6,
+    # item; the session's current thread; history (the SDK's read of the last two items is
+    # its beginning, from the store's memo); the reply.
+    "threads.create": 6,
+    # caller's session; thread (ownership); user item; history; the reply.
+    "threads.add_user_message": 5,
 }
 # Commits of the same turns. Each one before the first token delays it (on SQLite about
 # 0.6 ms each, docs/PERFORMANCE.md round 7): the thread; the user's message with the

@@ -174,6 +174,52 @@ def test_items_list_pages_in_both_orders(client, token):
     assert newest["data"][0]["id"] == rest["data"][0]["id"]
 
 
+def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, client, token):
+    """A turn reads the newest items twice (the agent's history, then the SDK's last two):
+    the second comes from the first, with no query, but never after a write to the thread."""
+    from datetime import datetime
+
+    from chatkit.types import SDKHiddenContextItem
+    from sqlalchemy import event
+
+    from codexweb.runtime.access import caller_from_token
+    from codexweb.runtime.store import SessionStore
+
+    thread_id = stream(client, token, create_request("one"))[0]["thread"]["id"]
+    statements: list[str] = []
+
+    def record(connection, cursor, sql, *args):
+        statements.append(sql)
+
+    async def turn(store: SessionStore, context) -> None:
+        history = await store.load_thread_items(thread_id, None, 100, "desc", context)
+        assert [item.type for item in history.data] == ["assistant_message", "user_message"]
+        statements.clear()
+        last_two = await store.load_thread_items(thread_id, None, 2, "desc", context)
+        newest = await store.load_thread_items(thread_id, None, 1, "desc", context)
+        assert statements == []
+        assert (last_two.data, last_two.has_more) == (history.data, False)
+        assert (newest.data, newest.has_more, newest.after) == (
+            history.data[:1],
+            True,
+            history.data[0].id,
+        )
+        note = SDKHiddenContextItem(
+            id="sdk_note_1", thread_id=thread_id, created_at=datetime.now(), content="note"
+        )
+        await store.add_thread_item(thread_id, note, context)
+        after_write = await store.load_thread_items(thread_id, None, 2, "desc", context)
+        assert [item.id for item in after_write.data] == ["sdk_note_1", history.data[0].id]
+
+    with app.test_request_context():
+        caller = caller_from_token(token["Authorization"].removeprefix("Bearer "))
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            asyncio.run(turn(SessionStore(), caller.context))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+
+
 def test_threads_list_pages_newest_first_and_update_and_delete_work(client, token):
     ids = [stream(client, token, create_request(f"n{n}"))[0]["thread"]["id"] for n in range(3)]
 

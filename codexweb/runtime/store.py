@@ -42,6 +42,27 @@ def _plausible_id(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and "\x00" not in value
 
 
+def _newest_remembered(
+    context: RuntimeContext, thread_id: str, limit: int
+) -> Page[ThreadItem] | None:
+    """The newest `limit` items of the thread from this request's last read of them, when it
+    read at least as many and has not written to the thread since; None otherwise.
+
+    A turn reads the agent's history (the newest 100 items), then the ChatKit SDK reads the
+    newest two to continue a workflow: the second is the first's beginning, without another
+    query and parse (one database round trip fewer before every reply's first token).
+    """
+    page = context.newest_items.get(thread_id)
+    if page is None or (len(page.data) < limit and page.has_more):
+        return None
+    items = page.data[:limit]
+    return Page(
+        data=items,
+        has_more=len(page.data) > limit or page.has_more,
+        after=items[-1].id if items else None,
+    )
+
+
 class SessionStore(Store[RuntimeContext]):
     # Threads --------------------------------------------------------------------------
 
@@ -142,6 +163,7 @@ class SessionStore(Store[RuntimeContext]):
         db.session.delete(row)
         db.session.commit()
         context.known_threads.discard(thread_id)
+        context.newest_items.pop(thread_id, None)
 
     # Items ----------------------------------------------------------------------------
 
@@ -167,6 +189,10 @@ class SessionStore(Store[RuntimeContext]):
         order: str,
         context: RuntimeContext,
     ) -> Page[ThreadItem]:
+        if after is None and order == "desc":
+            remembered = _newest_remembered(context, thread_id, limit)
+            if remembered is not None:
+                return remembered
         self._check_thread(thread_id, context)
         query = select(ChatKitItem).where(
             ChatKitItem.thread_id == thread_id,
@@ -181,12 +207,16 @@ class SessionStore(Store[RuntimeContext]):
         ordering = ChatKitItem.position.desc() if order == "desc" else ChatKitItem.position.asc()
         rows = db.session.scalars(query.order_by(ordering).limit(limit + 1)).all()
         items = [ITEM_ADAPTER.validate_python(row.data) for row in rows[:limit]]
-        return Page(data=items, has_more=len(rows) > limit, after=items[-1].id if items else None)
+        page = Page(data=items, has_more=len(rows) > limit, after=items[-1].id if items else None)
+        if after is None and order == "desc":
+            context.newest_items[thread_id] = page
+        return page
 
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: RuntimeContext
     ) -> None:
         self._check_thread(thread_id, context)
+        context.newest_items.pop(thread_id, None)
         db.session.add(self._new_item_row(thread_id, item, context))
         if item.type == "user_message":
             # The thread the user writes in becomes the session's current one, in the same
@@ -197,6 +227,7 @@ class SessionStore(Store[RuntimeContext]):
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: RuntimeContext) -> None:
         self._check_thread(thread_id, context)
+        context.newest_items.pop(thread_id, None)
         row = db.session.scalars(
             select(ChatKitItem).where(
                 ChatKitItem.thread_id == thread_id,
@@ -219,6 +250,7 @@ class SessionStore(Store[RuntimeContext]):
     ) -> None:
         db.session.delete(self._item_row(thread_id, item_id, context))
         db.session.commit()
+        context.newest_items.pop(thread_id, None)
 
     @staticmethod
     def _new_item_row(thread_id: str, item: ThreadItem, context: RuntimeContext) -> ChatKitItem:
