@@ -210,6 +210,14 @@ def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, clien
         await store.add_thread_item(thread_id, note, context)
         after_write = await store.load_thread_items(thread_id, None, 2, "desc", context)
         assert [item.id for item in after_write.data] == ["sdk_note_1", history.data[0].id]
+        # A retry deletes the replies after the message it answers again.
+        await store.delete_thread_item(thread_id, "sdk_note_1", context)
+        after_delete = await store.load_thread_items(thread_id, None, 1, "desc", context)
+        assert (after_delete.data, after_delete.has_more) == (history.data[:1], True)
+        # That read of one item, when the thread has more, cannot answer a read of two.
+        statements.clear()
+        last_two = await store.load_thread_items(thread_id, None, 2, "desc", context)
+        assert (last_two.data, len(statements)) == (history.data, 1)
 
     with app.test_request_context():
         caller = caller_from_token(token["Authorization"].removeprefix("Bearer "))
@@ -218,6 +226,23 @@ def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, clien
             asyncio.run(turn(SessionStore(), caller.context))
         finally:
             event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_new_thread_ids_do_not_collide_where_the_sdks_would(
+    client, owner, token, make_user, auth_headers, monkeypatch
+):
+    """The SDK names a thread `thr_` and 8 hex digits (32 bits): by the million threads a new
+    one meets an old one, and thread ids are one key across every user. Ours add 96 bits."""
+    import uuid
+
+    fixed = uuid.UUID("12345678123456781234567812345678")
+    monkeypatch.setattr("chatkit.store.uuid.uuid4", lambda: fixed)
+    mine = stream(client, token, create_request("mine"))[0]["thread"]["id"]
+    other = auth_headers(make_user("other-threads@example.com"))
+    theirs_token = chatkit_token(client, other, new_session(client, other)["session_id"])
+    theirs = stream(client, theirs_token, create_request("theirs"))[0]["thread"]["id"]
+    assert mine != theirs
+    assert mine.startswith("thr_12345678") and len(mine) == len("thr_") + 32
 
 
 def test_threads_list_pages_newest_first_and_update_and_delete_work(client, token):

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chatkit.types import ThreadItem
+
     from ..models import CodexSession
 
 
@@ -30,6 +32,9 @@ class RuntimeContext:
     # Thread ids the store made in this request (`threads.create`) and has not stored yet:
     # nothing can exist under them, so their first save writes without reading first.
     new_threads: set[str] = field(default_factory=set, compare=False, repr=False)
-    # The newest items of a thread as this request last read them (`Page`, newest first), until
-    # it writes to that thread: the SDK asks for the last two right after the agent's history.
-    newest_items: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The newest items of a thread as this request last read them (newest first, and whether
+    # the thread has more), until it writes to that thread: the SDK asks for the last two
+    # right after the agent's history (the store's `_newest_remembered`).
+    newest_items: dict[str, tuple[tuple[ThreadItem, ...], bool]] = field(
+        default_factory=dict, compare=False, repr=False
+    )

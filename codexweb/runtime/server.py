@@ -1,9 +1,10 @@
 """codexweb's ChatKit server: the SDK's `ChatKitServer`, answering with the session's agent.
 
 The SDK speaks the protocol and persists what `respond` yields; this class decides who
-answers, moves the session's current thread, keeps the events (never the text), and turns a
-failing model into the protocol's `error` event with `allow_retry`, so the user's message
-stays stored and `threads.retry_after_item` can answer it later.
+answers, moves the session's current thread on a retry (the store moves it with each new
+message), keeps the events (never the text), and turns a failing model into the protocol's
+`error` event with `allow_retry`, so the user's message stays stored and
+`threads.retry_after_item` can answer it later.
 """
 
 from __future__ import annotations

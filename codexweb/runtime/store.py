@@ -12,6 +12,7 @@ the app context work as in any view.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,22 +46,25 @@ def _plausible_id(value: Any) -> bool:
 def _newest_remembered(
     context: RuntimeContext, thread_id: str, limit: int
 ) -> Page[ThreadItem] | None:
-    """The newest `limit` items of the thread from this request's last read of them, when it
-    read at least as many and has not written to the thread since; None otherwise.
+    """The newest `limit` items of the thread from this request's last read of them, when that
+    read reached as many (or all there are) and the request has not written to the thread
+    since; None otherwise.
 
     A turn reads the agent's history (the newest 100 items), then the ChatKit SDK reads the
     newest two to continue a workflow: the second is the first's beginning, without another
     query and parse (one database round trip fewer before every reply's first token).
     """
-    page = context.newest_items.get(thread_id)
-    if page is None or (len(page.data) < limit and page.has_more):
+    remembered = context.newest_items.get(thread_id)
+    if remembered is None:
         return None
-    items = page.data[:limit]
-    return Page(
-        data=items,
-        has_more=len(page.data) > limit or page.has_more,
-        after=items[-1].id if items else None,
-    )
+    newest, more = remembered
+    if len(newest) < limit and more:
+        return None  # the thread has items the remembered read did not reach
+    return _page(list(newest[:limit]), more or len(newest) > limit)
+
+
+def _page(items: list[ThreadItem], has_more: bool) -> Page[ThreadItem]:
+    return Page(data=items, has_more=has_more, after=items[-1].id if items else None)
 
 
 class SessionStore(Store[RuntimeContext]):
@@ -97,7 +101,13 @@ class SessionStore(Store[RuntimeContext]):
         return ThreadMetadata.model_validate(row.data)
 
     def generate_thread_id(self, context: RuntimeContext) -> str:
-        thread_id = super().generate_thread_id(context)
+        """The SDK's id (`thr_` and 32 random bits) with 96 more random bits.
+
+        Thread ids are one key across every session, and 32 bits collide by the million: a
+        user's new thread would have met another user's. A 128-bit id never does, which is
+        also what lets its first save insert without reading for it.
+        """
+        thread_id = super().generate_thread_id(context) + secrets.token_hex(12)
         context.new_threads.add(thread_id)
         return thread_id
 
@@ -106,7 +116,7 @@ class SessionStore(Store[RuntimeContext]):
         fields = thread.model_dump(
             mode="json", exclude={"items"} if isinstance(thread, Thread) else None
         )
-        if thread.id in context.new_threads:  # made here just now: no row to read
+        if thread.id in context.new_threads:  # made here just now: no row can exist
             context.new_threads.discard(thread.id)
             row = None
         else:
@@ -207,10 +217,10 @@ class SessionStore(Store[RuntimeContext]):
         ordering = ChatKitItem.position.desc() if order == "desc" else ChatKitItem.position.asc()
         rows = db.session.scalars(query.order_by(ordering).limit(limit + 1)).all()
         items = [ITEM_ADAPTER.validate_python(row.data) for row in rows[:limit]]
-        page = Page(data=items, has_more=len(rows) > limit, after=items[-1].id if items else None)
         if after is None and order == "desc":
-            context.newest_items[thread_id] = page
-        return page
+            # A copy of the list: the caller may reorder the page it gets.
+            context.newest_items[thread_id] = (tuple(items), len(rows) > limit)
+        return _page(items, len(rows) > limit)
 
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: RuntimeContext
