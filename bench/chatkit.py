@@ -110,8 +110,8 @@ def ms(values: list[float], q: float) -> float:
 def measure_streams(server, token, rounds: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for count in (1, CONCURRENT):
-        # One at a time: SOLO_MESSAGES in all, one after another on one connection (as the
-        # ChatKit component keeps its own), so the p50 is not that of five samples.
+        # One at a time: SOLO_MESSAGES in all, one after another on each round's connection
+        # (the ChatKit component keeps its own), so the p50 is not that of five samples.
         in_turn = 1 if count > 1 else max(1, SOLO_MESSAGES // rounds)
 
         def replies(client: httpx.Client, in_turn: int = in_turn) -> list[tuple[float, float]]:

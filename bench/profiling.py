@@ -11,7 +11,8 @@ the rounds (its req/s is lower: sampling stops the workers briefly) and reports:
 Only samples taken while a worker handles a request count (the stack holds gunicorn's
 `SyncWorker.handle` or `ThreadWorker.handle`): the master, limiter timer threads and idle
 waits are left out. Only the thread holding the GIL is sampled (`--gil`), so threads waiting
-their turn at the request gate or for the GIL do not count: the profile is of CPU.
+their turn at the request gate or for the GIL do not count: the profile is of CPU, less the
+work done with the GIL released (inside `sqlite3_step` or libpq: the database engine's own).
 """
 
 from __future__ import annotations
