@@ -233,9 +233,9 @@ TURN_BUDGETS = {
     # caller's session; thread (ownership); user item; history; the reply.
     "threads.add_user_message": 5,
 }
-# Commits of the same turns. Each one before the first token delays it (on SQLite about
-# 0.6 ms each, docs/PERFORMANCE.md round 7): the thread; the user's message with the
-# session's current thread; the reply.
+# Commits of the same turns. Each one before the first token delays it (a round trip, and on
+# PostgreSQL a wait for the WAL flush): the thread; the user's message with the session's
+# current thread; the reply.
 TURN_COMMITS = {"threads.create": 3, "threads.add_user_message": 2}
 
 

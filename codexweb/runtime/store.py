@@ -230,8 +230,8 @@ class SessionStore(Store[RuntimeContext]):
         db.session.add(self._new_item_row(thread_id, item, context))
         if item.type == "user_message":
             # The thread the user writes in becomes the session's current one, in the same
-            # commit as the message: a commit of its own cost every reply about 0.6 ms before
-            # its first token (docs/PERFORMANCE.md, round 7).
+            # commit as the message: a commit of its own delayed every reply's first token
+            # (one more round trip and, on PostgreSQL, one more wait for the WAL flush).
             sessions.set_current_thread(context.codex_session, thread_id, commit=False)
         db.session.commit()
 
