@@ -338,7 +338,7 @@ def _could_be_session_id(value: Any) -> bool:
 
 def get_owned_session(user: User, session_id: Any) -> CodexSession:
     """The caller's session; anything else (unknown, malformed, deleted, not theirs) is 404."""
-    session = find_owned_session(user.id, checked_session_id(session_id))
+    session = find_owned_session(user.id, session_id)
     if session is None:
         raise session_not_found()
     return session
