@@ -112,7 +112,7 @@ def chat_completion_chunks(model: ModelServer) -> Iterator[bytes]:
 
 def response_events(model: ModelServer) -> Iterator[bytes]:
     """The Responses API's stream of one assistant message, as OpenAI sends it."""
-    sequence = iter(range(1_000_000))
+    sequence = itertools.count()
     text = model.reply
     output_tokens = len(text.split(" "))
     item_id = model.reused_item_id or f"msg_standin{next(_response_ids)}"

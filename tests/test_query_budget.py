@@ -78,37 +78,34 @@ class Statement:
 
 
 @contextmanager
-def recorded_statements(app) -> Iterator[list[Statement]]:
+def _engine_events(app, name: str, entry: Callable[..., Any]) -> Iterator[list]:
+    """`entry(*arguments)` of each `name` event of the app's engine inside the block."""
+    with app.app_context():
+        engine = db.engine
+    seen: list = []
+
+    def record(*arguments):
+        seen.append(entry(*arguments))
+
+    event.listen(engine, name, record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, name, record)
+
+
+def recorded_statements(app):
     """Every statement the app's engine sends to the database inside the block."""
-    with app.app_context():
-        engine = db.engine
-    statements: list[Statement] = []
-
-    def record(connection, cursor, sql, parameters, context, executemany):
-        statements.append(Statement(sql, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return _engine_events(
+        app,
+        "before_cursor_execute",
+        lambda _conn, _cursor, sql, parameters, *_: Statement(sql, parameters),
+    )
 
 
-@contextmanager
-def recorded_commits(app) -> Iterator[list[None]]:
+def recorded_commits(app):
     """One entry per transaction the app's engine commits inside the block."""
-    with app.app_context():
-        engine = db.engine
-    commits: list[None] = []
-
-    def record(connection):
-        commits.append(None)
-
-    event.listen(engine, "commit", record)
-    try:
-        yield commits
-    finally:
-        event.remove(engine, "commit", record)
+    return _engine_events(app, "commit", lambda _connection: None)
 
 
 def listing(statements: list[Statement]) -> str:

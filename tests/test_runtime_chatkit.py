@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
+import warnings
+from datetime import datetime
 
 import pytest
+from chatkit.types import SDKHiddenContextItem
+from joserfc import jwt
 from sqlalchemy import func, select
 
 from codexweb.codex.keys import rotate_keys
 from codexweb.extensions import db
 from codexweb.models import ChatKitItem, ChatKitThread
+from codexweb.runtime.access import caller_from_token
+from codexweb.runtime.store import SessionStore
 from tests.codex_support import new_session
 from tests.runtime_support import (
     add_message_request,
@@ -28,6 +35,7 @@ from tests.runtime_support import (
     model_agents,
     sse_events,
 )
+from tests.test_query_budget import recorded_statements
 
 DEMO_PREFIX = "This is Demo agent, codexweb's offline demo agent (no model is configured)."
 
@@ -177,21 +185,9 @@ def test_items_list_pages_in_both_orders(client, token):
 def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, client, token):
     """A turn reads the newest items twice (the agent's history, then the SDK's last two):
     the second comes from the first, with no query, but never after a write to the thread."""
-    from datetime import datetime
-
-    from chatkit.types import SDKHiddenContextItem
-    from sqlalchemy import event
-
-    from codexweb.runtime.access import caller_from_token
-    from codexweb.runtime.store import SessionStore
-
     thread_id = stream(client, token, create_request("one"))[0]["thread"]["id"]
-    statements: list[str] = []
 
-    def record(connection, cursor, sql, *args):
-        statements.append(sql)
-
-    async def turn(store: SessionStore, context) -> None:
+    async def turn(store: SessionStore, context, statements: list) -> None:
         history = await store.load_thread_items(thread_id, None, 100, "desc", context)
         assert [item.type for item in history.data] == ["assistant_message", "user_message"]
         statements.clear()
@@ -219,13 +215,9 @@ def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, clien
         last_two = await store.load_thread_items(thread_id, None, 2, "desc", context)
         assert (last_two.data, len(statements)) == (history.data, 1)
 
-    with app.test_request_context():
+    with app.test_request_context(), recorded_statements(app) as statements:
         caller = caller_from_token(token["Authorization"].removeprefix("Bearer "))
-        event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            asyncio.run(turn(SessionStore(), caller.context))
-        finally:
-            event.remove(db.engine, "before_cursor_execute", record)
+        asyncio.run(turn(SessionStore(), caller.context, statements))
 
 
 def test_new_thread_ids_do_not_collide_where_the_sdks_would(
@@ -233,8 +225,6 @@ def test_new_thread_ids_do_not_collide_where_the_sdks_would(
 ):
     """The SDK names a thread `thr_` and 8 hex digits (32 bits): by the million threads a new
     one meets an old one, and thread ids are one key across every user. Ours add 96 bits."""
-    import uuid
-
     fixed = uuid.UUID("12345678123456781234567812345678")
     monkeypatch.setattr("chatkit.store.uuid.uuid4", lambda: fixed)
     mine = stream(client, token, create_request("mine"))[0]["thread"]["id"]
@@ -410,10 +400,6 @@ def test_the_token_check_leaves_the_process_warning_filters_alone(client, token,
     """A gthread worker checks tokens on several threads at once. `warnings.catch_warnings()`
     swaps the process-wide filter list, and two threads interleaving it left "ignore every
     warning" installed for the worker's life: the check must not touch the filters at all."""
-    import warnings
-
-    from joserfc import jwt
-
     decode, seen = jwt.decode, []
 
     def spying_decode(*args, **kwargs):

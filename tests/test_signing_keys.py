@@ -14,6 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 
 from codexweb import create_app
+from codexweb.codex import keys
 from codexweb.codex.keys import KeysUndecryptable
 from tests.codex_support import verify_with_jwks
 from tests.conftest import base_test_config
@@ -114,8 +115,6 @@ def test_a_readiness_probe_reads_the_keys_afresh_without_emptying_the_cache(
     """/readyz checks the database's keys. While it reads them, the other threads of the
     worker keep the cached copy: a probe every few seconds must not send each of them to
     the database to read and unseal the keys again."""
-    from codexweb.codex import keys
-
     client.get("/.well-known/jwks.json")  # the first key, created and cached
     cache = app.extensions["codexweb.signing_keys"]
     load, cached_while_reading = keys.KeyStore._load, []
