@@ -35,9 +35,17 @@ def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 def redact(fields: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: "[redacted]" if _is_secret_field(name) else value for name, value in fields.items()
-    }
+    """The fields with secrets masked: by name (`_SECRET_WORDS`), and emailed tokens inside any
+    text (a `path` that is `/reset-password/<token>`), whichever field carries them."""
+    return {name: _redacted(name, value) for name, value in fields.items()}
+
+
+def _redacted(name: str, value: Any) -> Any:
+    if _is_secret_field(name):
+        return "[redacted]"
+    if isinstance(value, str) and "/" in value:
+        return redact_token_paths(value)
+    return value
 
 
 def _is_secret_field(name: str) -> bool:

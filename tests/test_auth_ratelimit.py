@@ -172,6 +172,19 @@ def test_password_forgot_and_reset_share_a_limit(limited_app):
     assert_rate_limited(reset, 3600, RESET)
 
 
+def test_a_limited_reset_link_keeps_its_token_out_of_the_log(limited_app, events):
+    # The refused request never used its token: logged, it would let a log reader reset
+    # the password within the hour.
+    client = limited_app.test_client()
+    forgot = client.post("/api/auth/password/forgot", json={"email": "someone@example.com"})
+    assert forgot.status_code == 202
+    token = "secret-reset-token.abc"
+    assert client.post(f"/reset-password/{token}", data={}).status_code == 429
+    (refused,) = events.named("http.rate_limited")
+    assert refused["path"] == "/reset-password/[redacted]"
+    assert not [event for event in events if token in json.dumps(event)]
+
+
 def test_limits_count_per_address(limited_app):
     first = limited_app.test_client()
     for _ in range(3):
