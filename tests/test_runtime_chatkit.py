@@ -425,6 +425,15 @@ def test_an_ended_sessions_unexpired_token_is_refused_at_once(
     problem(post(client, token, create_request("still there?")), 401, "token_invalid")
 
 
+def test_disabling_the_account_refuses_its_unexpired_token_at_once(client, app, user, token):
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+    result = app.test_cli_runner().invoke(args=["users", "disable", user.email])
+    assert result.exit_code == 0, result.output
+    problem(post(client, token, create_request("still there?")), 401, "token_invalid")
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ChatKitThread)) == 0
+
+
 def test_an_expired_sessions_token_is_refused(client, token, frozen_clock, session):
     from datetime import datetime, timedelta
 

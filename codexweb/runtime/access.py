@@ -2,9 +2,10 @@
 
 The token is checked the way a third party would check it: EdDSA signature against the
 published key set (`codex.chatkit.jwks()`, whatever stores the keys behind it), `iss`, `aud`,
-`exp`/`nbf`. Then the session must exist, belong to `sub` and be active by the sessions
-module's own rule, so closing, expiring or deleting a session stops its tokens at once, not
-at `exp`. An access token is not a ChatKit token (wrong algorithm and keys): refused.
+`exp`/`nbf`. Then the session must exist, belong to `sub` (an account not disabled) and be
+active by the sessions module's own rule, so closing, expiring or deleting a session, or
+disabling its user, stops its tokens at once, not at `exp`. An access token is not a ChatKit
+token (wrong algorithm and keys): refused.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import select
 
 from ..codex.chatkit import ALGORITHM, token_issuer
 from ..codex.keys import verifying_keys
-from ..codex.sessions import effective_status, find_owned_session
-from ..models import CodexSession
+from ..codex.sessions import OWNED_SESSION_FILTER, effective_status
+from ..extensions import db
+from ..models import CodexSession, User
 from .context import RuntimeContext
 
 CLAIMS = ("sub", "sid", "exp", "iss", "aud")
@@ -76,9 +79,21 @@ def _verified_claims(token: str) -> dict:
     return decoded.claims
 
 
+# The token's session, while its user's account is enabled: disabling an account stops its
+# ChatKit tokens at once, as it ends its logins. Built once: every /chatkit request runs it.
+_CALLER_SESSION = (
+    select(CodexSession)
+    .join(User, User.id == CodexSession.user_id)
+    .where(*OWNED_SESSION_FILTER, User.disabled_at.is_(None))
+)
+
+
 def _active_session(claims: dict) -> CodexSession:
-    user_id = claims.get("sub")
-    session = find_owned_session(user_id, claims.get("sid")) if isinstance(user_id, str) else None
+    user_id, session_id = claims.get("sub"), claims.get("sid")
+    session = None
+    if isinstance(user_id, str) and isinstance(session_id, str):
+        parameters = {"user_id": user_id, "session_id": session_id}
+        session = db.session.scalars(_CALLER_SESSION, parameters).first()
     if session is None or effective_status(session) != "active":
         raise AccessRefused(
             "token_invalid", "The Codex session of this ChatKit token is no longer active."
