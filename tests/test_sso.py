@@ -187,17 +187,60 @@ def test_vouched_address_in_an_allowed_domain_links_the_password_account(
     sso_app, oidc_provider, account, make_user
 ):
     app = sso_app(OIDC_ALLOWED_DOMAINS=["corp.example"])
-    existing = make_user("erin@corp.example", verified=False)
+    existing = make_user("erin@corp.example")
     client = app.test_client()
     login = account("Erin@Corp.example", verified=True)
     assert sign_in(client, oidc_provider, login).status_code == 302
-    me = client.get("/api/auth/me").get_json()["user"]
-    assert me["id"] == existing.id
-    assert me["email_verified"] is True  # the provider vouched for this very address
+    assert client.get("/api/auth/me").get_json()["user"]["id"] == existing.id
     assert identities_of(app, "erin@corp.example") == [(oidc_provider.issuer, login)]
-    # The password still works too.
+    # The owner proved the address with our own link: their password still works too.
     login_json = {"email": "erin@corp.example", "password": TEST_PASSWORD}
     assert app.test_client().post("/api/auth/login", json=login_json).status_code == 200
+
+
+def test_linking_an_unverified_account_takes_the_registrants_way_in(
+    sso_app, oidc_provider, account, make_user
+):
+    """Someone registered the address before its owner came and never verified it: the
+    provider's word makes the account the owner's, and the registrant's password and
+    logins stop working (a pre-registered account must not be a back door)."""
+    app = sso_app(OIDC_ALLOWED_DOMAINS=["corp.example"])
+    existing = make_user("gil@corp.example", verified=False)
+    registrant = app.test_client()
+    password_login = {"email": "gil@corp.example", "password": TEST_PASSWORD}
+    granted = registrant.post("/api/auth/login", json=password_login)
+    assert granted.status_code == 200
+    registrants_bearer = {"Authorization": f"Bearer {granted.get_json()['access_token']}"}
+
+    owner = app.test_client()
+    assert sign_in(owner, oidc_provider, account("gil@corp.example")).status_code == 302
+    me = owner.get("/api/auth/me").get_json()["user"]
+    assert me["id"] == existing.id
+    assert me["email_verified"] is True  # the provider vouched for this very address
+    assert registrant.get("/api/auth/me", headers=registrants_bearer).status_code == 401
+    assert registrant.post("/api/auth/refresh").status_code == 401
+    refused = app.test_client().post("/api/auth/login", json=password_login)
+    assert refused.status_code == 401
+    assert refused.get_json()["code"] == "invalid_credentials"
+    assert whoami(owner) == "gil@corp.example"  # the owner's own login is the one left
+
+
+def test_an_account_linked_to_another_user_of_the_provider_is_not_linked_by_address(
+    sso_app, oidc_provider, account
+):
+    """The provider gave the address to someone new (a recycled mailbox): the address must
+    not hand them the first holder's account."""
+    app = sso_app(OIDC_ALLOWED_DOMAINS=["corp.example"], OIDC_NAME="Acme ID")
+    first = account("hal@corp.example")
+    assert sign_in(app.test_client(), oidc_provider, first).status_code == 302
+    newcomer = app.test_client()
+    response = sign_in(newcomer, oidc_provider, account("hal@corp.example"))
+    assert response.status_code == 409
+    text = page_text(response)
+    assert "An account with this email address already exists" in text
+    assert "It already signs in with a different Acme ID account" in text
+    assert whoami(newcomer) is None
+    assert identities_of(app, "hal@corp.example") == [(oidc_provider.issuer, first)]
 
 
 @pytest.mark.parametrize(

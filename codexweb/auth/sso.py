@@ -4,8 +4,10 @@ An identity is (issuer, subject): the provider's own, stable name for its user. 
 change at the provider, so an address never finds an identity; it is used once, at the first
 login, to create an account or to link to an existing one, and linking to an existing password
 account needs the provider to vouch for the address (`email_verified`) in a domain the
-operator trusts (`OIDC_ALLOWED_DOMAINS`). Anyone else links from their account page, after
-proving the password.
+operator trusts (`OIDC_ALLOWED_DOMAINS`), and the account not to be linked to another user of
+the same provider already. Linking an account whose address was never verified takes its
+password and ends its logins: whoever registered it never proved the address. Anyone else
+links from their account page, after proving the password.
 
 The functions commit their own changes and raise `SsoError` for the pages to explain.
 """
@@ -23,15 +25,23 @@ from ..clock import utcnow
 from ..extensions import db
 from ..logging import emit
 from ..models import Identity, User
-from .accounts import create_user, find_user_by_email, has_usable_password, send_verification
+from .accounts import (
+    create_user,
+    find_user_by_email,
+    has_usable_password,
+    send_verification,
+    unusable_password_hash,
+)
+from .logins import end_all_logins
 
 
 class SsoError(Exception):
     """Single sign-on said no. `code` names what happened; the pages say it in words.
 
     Protocol: `provider_unreachable`, `provider_error`, `state_mismatch`, `access_denied`,
-    `invalid_id_token`, `email_missing`. Accounts: `email_unverified` and `domain_not_allowed`
-    (an account with that address exists and may not be linked this way), `identity_in_use`
+    `invalid_id_token`, `email_missing`. Accounts: `email_unverified`, `domain_not_allowed` and
+    `account_linked` (an account with that address exists and may not be linked this way: the
+    last, because it already signs in as another user of this provider), `identity_in_use`
     (linked to someone else), `identity_not_found`, `password_required` (the last way in).
     """
 
@@ -107,14 +117,31 @@ def _link_existing(user: User, issuer: str, subject: str, claims: Mapping[str, A
         _refuse_link(user, "email_unverified")
     if not domain_allowed(user.email):
         _refuse_link(user, "domain_not_allowed")
+    if _has_identity_at(user, issuer):
+        # Another of this provider's users held the address first (a mailbox given to a new
+        # person, say): the address alone must not hand them that person's account.
+        _refuse_link(user, "account_linked")
     identity = _add_identity(user, issuer, subject, user.email)
     identity.last_login_at = utcnow()
     if not user.email_verified:
         # The provider vouched for this very address: as good as our own verification link.
+        # Whoever chose the password never proved the address, though: an account registered
+        # in its owner's name before they came must keep no way in for its registrant.
         user.email_verified_at = utcnow()
+        user.password_hash = unusable_password_hash()
+        end_all_logins(user.id)
     db.session.commit()
     emit("auth.sso.identity_linked", user_id=user.id, identity_id=identity.id, via="login")
     return user
+
+
+def _has_identity_at(user: User, issuer: str) -> bool:
+    return (
+        db.session.execute(
+            db.select(Identity.id).where(Identity.user_id == user.id, Identity.issuer == issuer)
+        ).first()
+        is not None
+    )
 
 
 def _refuse_link(user: User, code: str) -> None:

@@ -137,6 +137,7 @@ _STATUS = {
     "email_missing": 502,
     "email_unverified": 409,
     "domain_not_allowed": 409,
+    "account_linked": 409,
     "identity_in_use": 409,
     "account_disabled": 403,
 }
