@@ -52,6 +52,25 @@ def test_a_session_cookie_copied_before_logout_is_dead_after_it(app, user):
     assert thief.get("/codex/chatkit").headers["Location"] == "/login?next=/codex/chatkit"
 
 
+def test_logging_in_again_in_a_browser_ends_the_login_it_held(app, user, make_user):
+    """A second login in the same browser (as someone else, or the same person) replaces the
+    first: the first ends on the server, so a copy of its cookie opens nothing."""
+    other = make_user("other@example.com")
+    browser = app.test_client()
+    page_login(browser)
+    copied = session_cookie(browser)
+    # The login page sends a logged-in visitor on, but a form opened in another tab posts.
+    csrf = meta_csrf_token(browser.get("/account").get_data(as_text=True))
+    form = {"email": "other@example.com", "password": TEST_PASSWORD, "csrf_token": csrf}
+    assert browser.post("/login", data=form).status_code == 302
+    assert browser.get("/api/auth/me").get_json()["user"]["id"] == other.id
+
+    assert [row.ended_at is not None for row in login_rows(app, user.id)] == [True]
+    thief = app.test_client()
+    thief.set_cookie("session", copied)
+    assert thief.get("/api/auth/me").status_code == 401
+
+
 def test_a_session_cookie_copied_before_an_api_logout_is_dead_after_it(app, user):
     browser = app.test_client()
     page_login(browser)

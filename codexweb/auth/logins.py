@@ -439,7 +439,11 @@ def log_in_browser(
     Without `remember` both cookies die with the browser; with it they last `REMEMBER_ME_DAYS`.
     Whatever the session held before (another login, an anonymous visit's CSRF secret) is
     dropped but its messages, so a session planted before the login is worth nothing after it.
+    A login it held ends on the server too: a copy of the old cookie must not outlive it.
     """
+    previous = session.get(LOGIN_SESSION_KEY)
+    if isinstance(previous, str):
+        end_login(previous)
     grant = open_login(
         user, "browser", via=via, method=method, user_agent=_user_agent(), remember=remember
     )
