@@ -46,7 +46,10 @@ def readyz():
 
 def _checks() -> dict[str, Callable[[], bool] | None]:
     config = current_app.config
-    uses_storage = not str(config["RATELIMIT_STORAGE_URI"]).startswith("memory://")
+    # A storage that limits switched off never use is no dependency, wherever it points.
+    uses_storage = config["RATELIMIT_ENABLED"] and not str(
+        config["RATELIMIT_STORAGE_URI"]
+    ).startswith("memory://")
     uses_keys = config["CHATKIT_PROVIDER"] == "local"
     return {
         "database": _database,

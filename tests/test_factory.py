@@ -56,6 +56,14 @@ def test_healthz(client):
     assert response.headers["X-Request-ID"]
 
 
+def test_readyz_skips_the_rate_limit_storage_while_limits_are_off(app_factory):
+    # Nothing listens on port 9: were the storage checked, readiness would fail for good.
+    app = app_factory(RATELIMIT_ENABLED=False, RATELIMIT_STORAGE_URI="redis://127.0.0.1:9/0")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["checks"]["ratelimit_storage"] == "skipped"
+
+
 def production_app(tmp_path, monkeypatch, **env):
     monkeypatch.setenv("CODEXWEB_INSTANCE_PATH", str(tmp_path / "inst"))
     monkeypatch.setenv("CODEXWEB_ENV", "production")
