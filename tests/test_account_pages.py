@@ -346,6 +346,22 @@ def test_the_last_way_in_cannot_be_unlinked(app, client):
         assert db.session.get(Identity, identity) is not None
 
 
+def test_with_password_login_off_an_sso_account_is_sent_to_the_administrator(app_factory):
+    """No forgot-password link where that page answers 403: the operator's CLI (`users
+    delete`, `users set-password`) is the way to change such an account."""
+    from codexweb.auth.accounts import create_user
+
+    app = app_factory(PASSWORD_LOGIN_ENABLED=False)
+    with app.app_context():
+        sso_only = create_user("sso@example.com", None, verified=True)
+        db.session.commit()
+        db.session.refresh(sso_only)
+        db.session.expunge(sso_only)
+    page = text(Browser(app.test_client(), sso_only).get("/account"))
+    assert page.count("ask your administrator to make this change for you") == 3
+    assert "Forgot your password?" not in page
+
+
 # Delete the account -----------------------------------------------------------------------
 
 

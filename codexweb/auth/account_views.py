@@ -34,6 +34,7 @@ from .forms import ChangeEmailForm, ChangePasswordForm, DeleteAccountForm
 from .guards import current_request_user, require_user
 from .limits import account_change_limit, count_refused_password
 from .logins import current_login_id, forget_browser_login
+from .password_login import password_login_enabled
 from .tokens import TokenError
 
 bp = Blueprint("account_views", __name__)
@@ -70,6 +71,7 @@ def _context(user: User, **overrides: Any) -> dict[str, Any]:
         "sso_name": config["OIDC_NAME"] if sso.sso_configured(config) else None,
         "sso_issuer": config.get("OIDC_ISSUER"),
         "has_password": has_usable_password(user),
+        "password_login": password_login_enabled(),
         "notices": {},
         "limited": {},
     }
