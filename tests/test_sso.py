@@ -282,9 +282,8 @@ def test_a_logged_in_user_links_an_identity_with_any_address(
     )
     confirm = client.get("/auth/oidc/link")
     assert "Link your Acme ID account" in page_text(confirm)
-    started = client.post(
-        "/auth/oidc/link", data={"csrf_token": form_csrf_token(confirm.get_data(as_text=True))}
-    )
+    csrf = form_csrf_token(confirm.get_data(as_text=True))
+    started = client.post("/auth/oidc/link", data={"csrf_token": csrf, "password": TEST_PASSWORD})
     assert started.status_code == 302
     login = account("gus@corp.example", verified=False)
     back = oidc_provider.sign_in(started.headers["Location"], login)
@@ -295,6 +294,56 @@ def test_a_logged_in_user_links_an_identity_with_any_address(
     other_browser = app.test_client()
     sign_in(other_browser, oidc_provider, login)
     assert whoami(other_browser) == "gus@home.example"
+
+
+def log_in_on_the_page(client, email: str) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    form = {"email": email, "password": TEST_PASSWORD, "csrf_token": form_csrf_token(page)}
+    assert client.post("/login", data=form).status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [("not the password at all", "The password is wrong."), ("", "Enter your password.")],
+)
+def test_linking_needs_the_password(sso_app, make_user, events, password, message):
+    """A linked identity outlives a password reset: a borrowed browser session (someone
+    else at an unlocked machine) must not be enough to add one."""
+    app = sso_app(OIDC_NAME="Acme ID")
+    make_user("kim@home.example")
+    client = app.test_client()
+    log_in_on_the_page(client, "kim@home.example")
+    csrf = form_csrf_token(client.get("/auth/oidc/link").get_data(as_text=True))
+    refused = client.post("/auth/oidc/link", data={"csrf_token": csrf, "password": password})
+    assert refused.status_code == 422
+    assert "Location" not in refused.headers  # not sent to the provider
+    text = page_text(refused)
+    assert message in text
+    assert "Link your Acme ID account" in text
+    assert identities_of(app, "kim@home.example") == []
+    assert len(events.named("auth.password.confirm_failed")) == (1 if password else 0)
+
+
+def test_an_account_without_a_password_links_with_a_confirmation_only(
+    sso_app, oidc_provider, account
+):
+    """An account made by single sign-on has no password to ask for."""
+    app = sso_app(OIDC_NAME="Acme ID")
+    client = app.test_client()
+    first = account("lee@corp.example")
+    assert sign_in(client, oidc_provider, first).status_code == 302
+    confirm = client.get("/auth/oidc/link")
+    assert "Your password" not in page_text(confirm)
+    csrf = form_csrf_token(confirm.get_data(as_text=True))
+    started = client.post("/auth/oidc/link", data={"csrf_token": csrf})
+    assert started.status_code == 302
+    second = account("lee.other@corp.example")
+    back = oidc_provider.sign_in(started.headers["Location"], second)
+    assert client.get(back.removeprefix(BASE)).status_code == 302
+    assert identities_of(app, "lee@corp.example") == [
+        (oidc_provider.issuer, first),
+        (oidc_provider.issuer, second),
+    ]
 
 
 def test_linking_must_be_posted_with_a_csrf_token(sso_app, make_user):

@@ -95,6 +95,14 @@ class ChangeEmailForm(FlaskForm):
         super().__init__(*args, prefix="email", **kwargs)
 
 
+class LinkIdentityForm(FlaskForm):
+    """Linking a provider account adds a way in that outlives a password reset: confirmed
+    with the password, as every other change to how one gets in."""
+
+    password = PasswordField("Your password", validators=_GIVEN_PASSWORD)
+    submit = SubmitField("Link account")
+
+
 class DeleteAccountForm(FlaskForm):
     password = PasswordField("Your password", validators=_GIVEN_PASSWORD)
     submit = SubmitField("Delete account")

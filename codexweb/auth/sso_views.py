@@ -18,11 +18,15 @@ from flask import (
     request,
     session,
 )
+from flask_wtf import FlaskForm
 
 from ..models import User
 from . import sso
-from .forms import ConfirmForm
+from .account import WRONG_PASSWORD, confirm_password
+from .accounts import AccountError, has_usable_password
+from .forms import ConfirmForm, LinkIdentityForm
 from .guards import current_request_user, require_user
+from .limits import account_change_limit, count_refused_password
 from .logins import log_in_browser, log_out
 from .password_login import password_login_enabled
 from .sso import SsoError
@@ -58,21 +62,38 @@ def login():
 
 @bp.route("/auth/oidc/link", methods=["GET", "POST"])
 @require_user
+@account_change_limit
 def link():
     """GET asks to confirm; the POST (with its CSRF token) goes to the provider, so no other
-    site can make a logged-in browser link an identity of its choosing."""
+    site can make a logged-in browser link an identity of its choosing.
+
+    The confirmation asks for the password: a linked identity is a way in that a password
+    reset does not end, so a borrowed browser session must not be enough to add one. An
+    account made by single sign-on has no password to ask for (its way in is the provider).
+    """
+    user = current_request_user()
     target = safe_next(request.args.get("next"))
-    if request.method == "GET":
-        return render_template(
-            "auth/sso_link.html",
-            form=ConfirmForm(),
-            sso_name=current_app.config["OIDC_NAME"],
-            next=target,
-        )
+    form = LinkIdentityForm() if has_usable_password(user) else ConfirmForm()
+    if request.method == "GET" or not form.validate_on_submit():
+        return _link_page(form, target, status=422 if form.errors else 200)
+    if isinstance(form, LinkIdentityForm):
+        try:
+            confirm_password(user, form.password.data)
+        except AccountError:
+            count_refused_password()
+            form.password.errors.append(WRONG_PASSWORD)
+            return _link_page(form, target, status=422)
     session[_INTENT] = "link"
     session[_NEXT] = target
-    session[_LINKING_USER] = current_request_user().id
+    session[_LINKING_USER] = user.id
     return _to_provider()
+
+
+def _link_page(form: FlaskForm, target: str, *, status: int) -> Response:
+    html = render_template(
+        "auth/sso_link.html", form=form, sso_name=current_app.config["OIDC_NAME"], next=target
+    )
+    return Response(html, status=status, mimetype="text/html")
 
 
 def _to_provider() -> Response:
