@@ -496,6 +496,95 @@ def test_a_too_long_message_is_refused_and_not_stored(client, token, app):
     assert stream(client, token, create_request("x" * 10))[0]["type"] == "thread.created"
 
 
+@pytest.mark.runtime_config(RATELIMIT_ENABLED=True, CHATKIT_MESSAGES_PER_MINUTE=2)
+def test_retries_count_against_the_message_limit(client, token, app):
+    """A retry runs the agent as a new message does: it must not be a way around the limit."""
+    events_seen = stream(client, token, create_request("one"))
+    thread_id = events_seen[0]["thread"]["id"]
+    (message,) = done_items(events_seen, "user_message")
+    retry = {
+        "type": "threads.retry_after_item",
+        "params": {"thread_id": thread_id, "item_id": message["id"]},
+    }
+    assert post(client, token, retry).status_code == 200
+    before = stored(app)
+    problem(post(client, token, retry), 429, "rate_limited")
+    assert stored(app) == before
+
+
+@pytest.mark.runtime_config(CHATKIT_MAX_MESSAGE_CHARS=10)
+def test_quoted_text_counts_towards_the_message_length(client, token, app):
+    body = create_request("short")
+    body["params"]["input"]["quoted_text"] = "q" * 6  # 5 + 6 characters for the model to read
+    refused = post(client, token, body)
+    assert problem(refused, 422, "invalid_request")["detail"] == (
+        "The message is too long: at most 10 characters."
+    )
+    assert stored(app) == (0, 0)
+
+
+def retry_after(thread_id: str, item_id: str) -> dict:
+    return {
+        "type": "threads.retry_after_item",
+        "params": {"thread_id": thread_id, "item_id": item_id},
+    }
+
+
+def test_requests_the_thread_cannot_take_are_clear_refusals_that_change_nothing(client, token, app):
+    events_seen = stream(client, token, create_request("hello"))
+    thread_id = events_seen[0]["thread"]["id"]
+    (reply,) = done_items(events_seen, "assistant_message")
+    before = stored(app)
+    # Nothing under that id to answer again.
+    problem(post(client, token, retry_after(thread_id, "msg_unknown")), 404, "not_found")
+    # Only a user message can be answered again.
+    problem(post(client, token, retry_after(thread_id, reply["id"])), 422, "invalid_request")
+    # No tool call is waiting for an output.
+    tool_output = {
+        "type": "threads.add_client_tool_output",
+        "params": {"thread_id": thread_id, "result": {"ok": True}},
+    }
+    problem(post(client, token, tool_output), 422, "invalid_request")
+    assert stored(app) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "type": "attachments.create",
+            "params": {"name": "a.txt", "size": 3, "mime_type": "text/plain"},
+        },
+        {"type": "attachments.delete", "params": {"attachment_id": "atc_1"}},
+        {
+            "type": "threads.sync_custom_action",
+            "params": {"thread_id": "thr_1", "item_id": "it_1", "action": {"type": "x"}},
+        },
+        {
+            "type": "threads.custom_action",
+            "params": {"thread_id": "thr_1", "item_id": None, "action": {"type": "x"}},
+        },
+    ],
+    ids=lambda body: body["type"],
+)
+def test_protocol_features_this_server_lacks_are_refused_by_name(client, token, app, body):
+    refused = problem(post(client, token, body), 422, "invalid_request")
+    assert refused["errors"] == [
+        {"field": "type", "message": f"{body['type']} is not supported by this server."}
+    ]
+    assert stored(app) == (0, 0)
+
+
+@pytest.mark.parametrize("limit", [10**20, -3, 0])
+def test_any_page_size_gets_a_sensible_page(client, token, limit):
+    thread_id = stream(client, token, create_request("hello"))[0]["thread"]["id"]
+    threads = call(client, token, "threads.list", limit=limit)
+    assert [thread["id"] for thread in threads["data"]] == [thread_id]
+    items = call(client, token, "items.list", thread_id=thread_id, limit=limit)
+    assert len(items["data"]) == (1 if limit == -3 else 2)
+    assert items["has_more"] is (limit == -3)
+
+
 def test_a_body_that_is_not_a_chatkit_request_is_422(client, token):
     problem(client.post("/chatkit", data="nonsense", headers=token), 422, "invalid_request")
 
@@ -543,6 +632,31 @@ def test_the_transcript_reads_the_current_thread_oldest_first_in_pages(
         f"/api/codex/sessions/{other}/transcript?thread_id={thread_id}", headers=owner
     )
     problem(foreign, 404, "session_not_found")
+
+
+def test_a_cursor_past_any_position_is_422_not_500(client, owner, session, token):
+    stream(client, token, create_request("hello"))
+    far = base64.urlsafe_b64encode(json.dumps({"after": 10**30}).encode()).decode().rstrip("=")
+    url = f"/api/codex/sessions/{session['session_id']}/transcript?cursor={far}"
+    problem(client.get(url, headers=owner), 422, "invalid_request")
+
+
+def test_deleting_the_current_thread_leaves_the_session_with_none(client, owner, session, token):
+    session_id = session["session_id"]
+    kept = stream(client, token, create_request("kept"))[0]["thread"]["id"]
+    current = stream(client, token, create_request("deleted"))[0]["thread"]["id"]
+    assert call(client, token, "threads.delete", thread_id=current) == {}
+
+    resumed = client.get(f"/api/codex/sessions/{session_id}", headers=owner).get_json()
+    assert resumed["thread_id"] is None
+    transcript = client.get(f"/api/codex/sessions/{session_id}/transcript", headers=owner)
+    assert transcript.status_code == 200
+    assert transcript.get_json()["items"] == []
+    # Deleting another thread leaves the current one alone; writing again makes one current.
+    latest = stream(client, token, create_request("again"))[0]["thread"]["id"]
+    assert call(client, token, "threads.delete", thread_id=kept) == {}
+    resumed = client.get(f"/api/codex/sessions/{session_id}", headers=owner).get_json()
+    assert resumed["thread_id"] == latest
 
 
 def test_a_strangers_transcript_is_404(client, session, make_user, auth_headers):

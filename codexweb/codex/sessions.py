@@ -543,8 +543,11 @@ _SET_CURRENT_THREAD = (
 )
 
 
-def set_current_thread(session: CodexSession, thread_id: str, *, commit: bool = True) -> None:
-    """Make `thread_id` the session's current thread (the last one the user wrote in).
+def set_current_thread(
+    session: CodexSession, thread_id: str | None, *, commit: bool = True
+) -> None:
+    """Make `thread_id` the session's current thread (the last one the user wrote in; None
+    when that thread was deleted).
 
     A one-column UPDATE that leaves status and expiry to their own rules; the loaded object
     is kept in step without a second statement.

@@ -190,6 +190,12 @@ class NotAChatKitRequest(Exception):
     """The body is not a request of the ChatKit protocol."""
 
 
+class RequestDoesNotFit(Exception):
+    """A protocol request the thread cannot take: retrying after an item that is not a user
+    message, a tool's output with no tool call pending, a feature this server lacks. The SDK
+    says so with `ValueError` or `NotImplementedError` before anything is stored."""
+
+
 def chatkit_server() -> CodexChatKitServer:
     """One server per app: it holds no per-request state (the store is stateless)."""
     return current_app.extensions.setdefault("codexweb.chatkit_server", CodexChatKitServer())
@@ -212,12 +218,16 @@ def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
             return result.json
         stream = result.__aiter__()
         first = loop.run(_next(stream))
-    except NotFoundError:
+    except (NotFoundError, StopAsyncIteration):
+        # An empty stream: the SDK found no such item to answer (a retry after an unknown one).
         loop.close()
         raise UnknownObject() from None
     except ValidationError:
         loop.close()
         raise NotAChatKitRequest() from None
+    except (ValueError, NotImplementedError):
+        loop.close()
+        raise RequestDoesNotFit() from None
     except BaseException:
         loop.close()
         raise

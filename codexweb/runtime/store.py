@@ -63,6 +63,15 @@ def _newest_remembered(
     return _page(list(newest[:limit]), more or len(newest) > limit)
 
 
+# The most a page of threads or items holds, whatever a request asks: a client's `limit` of
+# 10**20 overflowed the database driver (a 500), and a negative one made a nonsense page.
+MAX_PAGE_SIZE = 1000
+
+
+def _page_size(limit: int) -> int:
+    return max(1, min(int(limit), MAX_PAGE_SIZE))
+
+
 def _page(items: list[ThreadItem], has_more: bool) -> Page[ThreadItem]:
     return Page(data=items, has_more=has_more, after=items[-1].id if items else None)
 
@@ -149,6 +158,7 @@ class SessionStore(Store[RuntimeContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RuntimeContext
     ) -> Page[ThreadMetadata]:
+        limit = _page_size(limit)
         query = select(ChatKitThread).where(
             ChatKitThread.codex_session_id == context.session_id,
             ChatKitThread.user_id == context.user_id,
@@ -171,6 +181,10 @@ class SessionStore(Store[RuntimeContext]):
         # must go whatever the connection's foreign-key settings.
         db.session.execute(delete(ChatKitItem).where(ChatKitItem.thread_id == row.id))
         db.session.delete(row)
+        if context.codex_session.thread_id == thread_id:
+            # The session's current thread is gone: none until the user writes again, so a
+            # client resuming the session is never handed a thread that does not exist.
+            sessions.set_current_thread(context.codex_session, None, commit=False)
         db.session.commit()
         context.known_threads.discard(thread_id)
         context.newest_items.pop(thread_id, None)
@@ -199,6 +213,7 @@ class SessionStore(Store[RuntimeContext]):
         order: str,
         context: RuntimeContext,
     ) -> Page[ThreadItem]:
+        limit = _page_size(limit)
         if after is None and order == "desc":
             remembered = _newest_remembered(context, thread_id, limit)
             if remembered is not None:

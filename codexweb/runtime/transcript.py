@@ -132,6 +132,10 @@ def _encode_cursor(position: int) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+# The largest position a cursor may name: one the database can compare with.
+_MAX_POSITION = 2**62
+
+
 def _decode_cursor(cursor: str) -> int | None:
     if not isinstance(cursor, str) or len(cursor) > 100:
         return None
@@ -140,4 +144,7 @@ def _decode_cursor(cursor: str) -> int | None:
         position = raw["after"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         return None
-    return position if isinstance(position, int) and not isinstance(position, bool) else None
+    if not isinstance(position, int) or isinstance(position, bool):
+        return None
+    # 10**30 overflowed the database driver (a 500).
+    return position if 0 <= position <= _MAX_POSITION else None

@@ -22,8 +22,25 @@ from .access import AccessRefused, Caller, caller_from_token
 
 bp = Blueprint("runtime", __name__)
 
-# The requests that carry a new user message: the ones the per-session limits count.
+# The requests that carry a new user message: the ones whose length is checked.
 MESSAGE_REQUESTS = frozenset({"threads.create", "threads.add_user_message"})
+# The requests that run the agent, each a call to the model: the per-session limit counts
+# them all. A retry or a tool's output costs as much as a new message.
+AGENT_REQUESTS = MESSAGE_REQUESTS | {
+    "threads.retry_after_item",
+    "threads.add_client_tool_output",
+    "threads.add_structured_input",
+}
+# Protocol features this server does not offer (no attachment store, no widget actions):
+# refused up front with a clear answer instead of failing inside the SDK.
+UNSUPPORTED_REQUESTS = frozenset(
+    {
+        "attachments.create",
+        "attachments.delete",
+        "threads.custom_action",
+        "threads.sync_custom_action",
+    }
+)
 
 
 # Who is calling --------------------------------------------------------------------------
@@ -68,17 +85,25 @@ def is_new_message() -> bool:
     return protocol_request().get("type") in MESSAGE_REQUESTS
 
 
+def runs_the_agent() -> bool:
+    return protocol_request().get("type") in AGENT_REQUESTS
+
+
 def new_message_chars() -> int:
+    """The characters of the new message the model will read: its text parts and the text it
+    quotes (both are stored and sent to the model)."""
     params = protocol_request().get("params")
     message = params.get("input") if isinstance(params, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, list):
+    if not isinstance(message, dict):
         return 0
+    content = message.get("content")
+    parts = content if isinstance(content, list) else []
+    quoted = message.get("quoted_text")
     return sum(
         len(part["text"])
-        for part in content
+        for part in parts
         if isinstance(part, dict) and isinstance(part.get("text"), str)
-    )
+    ) + (len(quoted) if isinstance(quoted, str) else 0)
 
 
 # Limits ----------------------------------------------------------------------------------
@@ -96,8 +121,8 @@ def _session_key() -> str:
 
 
 def _not_counted() -> bool:
-    """Only new user messages of a valid caller count against the session's budget."""
-    if not is_new_message():
+    """Only requests of a valid caller that run the agent count against the session's budget."""
+    if not runs_the_agent():
         return True
     try:
         current_caller()
@@ -109,6 +134,15 @@ def _not_counted() -> bool:
 message_limit = limiter.limit(
     _message_limit, key_func=_session_key, exempt_when=_not_counted, methods=["POST"]
 )
+
+
+def check_supported() -> None:
+    kind = protocol_request().get("type")
+    if kind in UNSUPPORTED_REQUESTS:
+        raise invalid_request(
+            [{"field": "type", "message": f"{kind} is not supported by this server."}],
+            f"This server does not support {kind}.",
+        )
 
 
 def check_message_length() -> None:
@@ -127,10 +161,11 @@ def check_message_length() -> None:
 @message_limit
 def chatkit():
     caller = current_caller()
+    check_supported()
     check_message_length()
     # The SDKs take seconds to import: only workers that serve /chatkit pay for them (and
     # gunicorn.conf.py warms them up in the background when a worker starts).
-    from .server import NotAChatKitRequest, UnknownObject, answer
+    from .server import NotAChatKitRequest, RequestDoesNotFit, UnknownObject, answer
 
     try:
         result = answer(request.get_data(cache=True), caller.context)
@@ -140,6 +175,11 @@ def chatkit():
         raise invalid_request(
             [{"field": "body", "message": "Not a ChatKit request."}],
             "The body is not a ChatKit protocol request.",
+        ) from None
+    except RequestDoesNotFit:
+        raise invalid_request(
+            [{"field": "params", "message": "Not possible in this thread now."}],
+            "The thread cannot take this request now (nothing to retry or no tool call pending).",
         ) from None
     if isinstance(result, bytes):
         response = Response(result, mimetype="application/json")
