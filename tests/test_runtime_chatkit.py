@@ -396,6 +396,19 @@ def test_tokens_verify_across_a_key_rotation(client, owner, session, token, app)
         assert post(client, bearer, {"type": "threads.list", "params": {}}).status_code == 200
 
 
+def test_a_token_signed_with_a_key_another_host_just_made_verifies_at_once(
+    client, owner, session, token, app_factory
+):
+    """Hosts cache the keys for CHATKIT_KEYS_CACHE_SECONDS. A host that meets a token naming
+    a key it does not know yet reads the keys afresh, instead of refusing for that long."""
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+    other_host = app_factory()  # the same database
+    with other_host.app_context():
+        rotate_keys()
+    fresh = chatkit_token(other_host.test_client(), owner, session["session_id"])
+    assert post(client, fresh, {"type": "threads.list", "params": {}}).status_code == 200
+
+
 def test_the_token_check_leaves_the_process_warning_filters_alone(client, token, monkeypatch):
     """A gthread worker checks tokens on several threads at once. `warnings.catch_warnings()`
     swaps the process-wide filter list, and two threads interleaving it left "ignore every

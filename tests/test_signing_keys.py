@@ -126,3 +126,34 @@ def test_a_readiness_probe_reads_the_keys_afresh_without_emptying_the_cache(
     monkeypatch.setattr(keys.KeyStore, "_load", observed_load)
     assert client.get("/readyz").get_json()["checks"]["signing_keys"] == "ok"
     assert cached_while_reading == [True]
+
+
+def test_made_up_key_ids_do_not_send_every_request_to_the_database(app, monkeypatch):
+    """A token naming an unknown kid makes the store read the keys afresh (another host may
+    have just rotated), but at most once per UNKNOWN_KID_REREAD_SECONDS."""
+    with app.app_context():
+        store = keys.key_store()
+        store.verifying_keys()  # cached now
+        load, loads = keys.KeyStore._load, []
+
+        def counted_load(self, connection):
+            loads.append(1)
+            return load(self, connection)
+
+        monkeypatch.setattr(keys.KeyStore, "_load", counted_load)
+        known = store.current().kid
+        store.verifying_keys_for(known)
+        assert loads == []
+        clock = [1000.0]
+        monkeypatch.setattr(keys.time, "monotonic", lambda: clock[0])
+        store.refresh()  # the cache is fresh by the fake clock from here on
+        loads.clear()
+        for _ in range(5):
+            store.verifying_keys_for("made-up")
+        assert loads == [1]  # the first unknown kid reads at once
+        clock[0] += keys.UNKNOWN_KID_REREAD_SECONDS / 2
+        store.verifying_keys_for("made-up")
+        assert loads == [1]
+        clock[0] += keys.UNKNOWN_KID_REREAD_SECONDS / 2
+        store.verifying_keys_for("made-up")
+        assert loads == [1, 1]

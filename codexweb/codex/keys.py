@@ -122,6 +122,11 @@ class _Cache:
         self.loaded_at = 0.0
         # The published keys as a verifier's key set, and the kids it was built from.
         self.verifying: tuple[tuple[str, ...], KeySet] | None = None
+        # When a token's unknown kid last made the process read the keys afresh.
+        self.reread_for_unknown_kid_at = float("-inf")
+
+
+UNKNOWN_KID_REREAD_SECONDS = 1.0
 
 
 class KeyStore:
@@ -184,6 +189,22 @@ class KeyStore:
             key_set = KeySet.import_key_set({"keys": [key.public_jwk() for key in published]})
             cached = self._cache.verifying = (kids, key_set)
         return cached[1]
+
+    def verifying_keys_for(self, kid: Any) -> KeySet:
+        """The verifying keys, read afresh first when they lack `kid`: another host may have
+        rotated since this process cached them, and its tokens must verify here at once, not
+        a cache lifetime later. At most one read per `UNKNOWN_KID_REREAD_SECONDS`, so tokens
+        naming made-up kids cannot make every request read the database."""
+        key_set = self.verifying_keys()
+        cached = self._cache.verifying
+        if not isinstance(kid, str) or cached is None or kid in cached[0]:
+            return key_set
+        now = time.monotonic()
+        if now - self._cache.reread_for_unknown_kid_at < UNKNOWN_KID_REREAD_SECONDS:
+            return key_set
+        self._cache.reread_for_unknown_kid_at = now
+        self.refresh()
+        return self.verifying_keys()
 
     def _still_published(self, key: SigningKey, now: datetime) -> bool:
         return key.retired_at is None or key.retired_at + self.token_ttl > now
@@ -355,9 +376,10 @@ def jwks() -> dict[str, Any]:
     return {"keys": [key.public_jwk() for key in store.published()]}
 
 
-def verifying_keys() -> KeySet:
-    """The published public keys as a key set that verifies ChatKit tokens."""
-    return key_store().verifying_keys()
+def verifying_keys(kid: Any = None) -> KeySet:
+    """The published public keys as a key set that verifies ChatKit tokens; with the `kid` of
+    the token at hand, read afresh when that kid is new to this process."""
+    return key_store().verifying_keys_for(kid)
 
 
 def rotate_keys() -> str:

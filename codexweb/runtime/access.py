@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jws import extract_compact
 from sqlalchemy import select
 
 from ..codex.chatkit import ALGORITHM, token_issuer
@@ -72,7 +73,7 @@ def _verified_claims(token: str) -> dict:
     # and two threads of a worker interleaving it left "ignore everything" installed for
     # good. joserfc's note about the name "EdDSA" is filtered once, in `codex.keys`.
     try:
-        decoded = jwt.decode(token, verifying_keys(), algorithms=[ALGORITHM])
+        decoded = jwt.decode(token, verifying_keys(_kid(token)), algorithms=[ALGORITHM])
         registry.validate(decoded.claims)
     except (JoseError, ValueError, TypeError):
         raise AccessRefused("token_invalid", "The ChatKit token is invalid or expired.") from None
@@ -86,6 +87,16 @@ _CALLER_SESSION = (
     .join(User, User.id == CodexSession.user_id)
     .where(*OWNED_SESSION_FILTER, User.disabled_at.is_(None))
 )
+
+
+def _kid(token: str) -> str | None:
+    """The key id the token's header names, unverified (it only picks the key to try)."""
+    try:
+        header = extract_compact(token.encode()).protected
+    except (JoseError, ValueError, TypeError):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
 
 
 def _active_session(claims: dict) -> CodexSession:
