@@ -220,6 +220,25 @@ def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, clien
         asyncio.run(turn(SessionStore(), caller.context, statements))
 
 
+def test_a_reply_the_client_walks_away_from_leaves_a_note_not_half_an_answer(client, token, app):
+    """The client went away mid-reply: no half-written answer is kept, only the note that
+    tells the next reply not to finish the one that was cut."""
+    response = client.post("/chatkit", json=create_request("hello"), headers=token, buffered=False)
+    chunks = iter(response.response)
+    while b"assistant_message" not in next(chunks):  # the reply has begun
+        pass
+    response.close()
+    with app.app_context():
+        kinds = db.session.scalars(select(ChatKitItem.kind).order_by(ChatKitItem.position)).all()
+        notes = db.session.scalars(
+            select(ChatKitItem.data).where(ChatKitItem.kind == "sdk_hidden_context")
+        ).all()
+    assert kinds == ["user_message", "sdk_hidden_context"]
+    assert notes[0]["content"] == (
+        "The user cancelled the stream. Stop responding to the prior request."
+    )
+
+
 def test_new_thread_ids_do_not_collide_where_the_sdks_would(
     client, owner, token, make_user, auth_headers, monkeypatch
 ):

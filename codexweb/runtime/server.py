@@ -94,6 +94,12 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
                 ):
                     output_chars += sum(len(part.text) for part in event.item.content)
                 yield event
+        except GeneratorExit:
+            # The client went away and the WSGI server closed the stream. The SDK calls its
+            # cancellation hook only on asyncio's CancelledError, which a WSGI request never
+            # raises: without this the next reply would carry on the one that was cut.
+            await self.handle_stream_cancelled(thread, [], context)
+            raise
         except Exception as error:
             metrics.model_failed(_failure_reason(error))
             emit(
