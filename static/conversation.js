@@ -97,6 +97,15 @@
   };
 
   /* A message that was refused (never stored) goes back into the textbox to send again. */
+  /* Forget the thread and its messages: the next message starts a new thread. */
+  Conversation.prototype.startOver = function () {
+    this.threadId = null;
+    delete this.root.dataset.threadId;
+    Array.prototype.forEach.call(this.list.querySelectorAll("[data-item-id]"), function (item) {
+      item.remove();
+    });
+  };
+
   Conversation.prototype.giveBack = function (message, text) {
     message.remove();
     if (!this.input.value) this.input.value = text;
@@ -169,7 +178,15 @@
   Conversation.prototype.answer = function (response, message, text) {
     var conversation = this;
     if (response.ok) return this.readStream(response);
-    if (response.status === 401 || response.status === 404) {
+    if (response.status === 404) {
+      // The thread is gone (deleted in another tab or through the API), not the session:
+      // the message is kept in the box and starts a new thread when sent again.
+      this.startOver();
+      this.giveBack(message, text);
+      app.showToast("This conversation was deleted elsewhere. Send your message again to start a new one.", "info");
+      return null;
+    }
+    if (response.status === 401) {
       // The session ended: the keeper finds the current one or offers a new one.
       this.giveBack(message, text);
       this.keeper().recover();
@@ -264,10 +281,16 @@
     }
   };
 
+  /* The server stored the user's message: from now on it stays, whatever happens to the
+     reply (sending it again would store it twice). The server announces it only as done. */
+  Conversation.prototype.markStored = function (item) {
+    var mine = this.list.querySelector(".message-user:not([data-item-id])");
+    if (mine) mine.dataset.itemId = item.id;
+  };
+
   Conversation.prototype.itemAdded = function (item) {
     if (item.type === "user_message") {
-      var mine = this.list.querySelector(".message-user:not([data-item-id])");
-      if (mine) mine.dataset.itemId = item.id;
+      this.markStored(item);
     } else if (item.type === "assistant_message") {
       var reply = this.addMessage("assistant", textOf(item));
       reply.dataset.itemId = item.id;
@@ -276,6 +299,7 @@
   };
 
   Conversation.prototype.itemDone = function (item) {
+    if (item.type === "user_message") this.markStored(item);
     if (item.type !== "assistant_message") return;
     var reply = this.reply(item.id) || this.addMessage("assistant", "");
     reply.dataset.itemId = item.id;

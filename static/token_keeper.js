@@ -379,6 +379,11 @@
               app.showToast("Reconnected to your current session.", "info");
               return keeper.reloadPanel(data.resumeUrl.replace("SESSION_ID", session.session_id));
             }
+            if (session && session.session_id === keeper.sessionId) {
+              // Still this session, still active: only its token was refused. A fresh token,
+              // and the page (with what the user typed) stays as it is.
+              return keeper.fetchToken();
+            }
             return keeper.offerNewSession();
           });
         }

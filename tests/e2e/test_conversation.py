@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -282,3 +283,123 @@ def test_an_agent_error_becomes_a_toast_and_the_message_stays(
         expect(send_button(page)).to_be_enabled()
         expect(message_box(page)).to_be_focused()
         assert_no_axe_violations(page, "the agent error toast")
+
+
+# Cuts the next /chatkit reply off mid-stream as a dropped connection would: the page reads
+# what arrived until the assistant's reply began, then the read fails.
+CUT_THE_NEXT_REPLY = """
+(() => {
+  const realFetch = window.fetch;
+  window.fetch = function (url, options) {
+    return realFetch(url, options).then(function (response) {
+      if (!String(url).endsWith("/chatkit") || !response.body || window.__replyCut) {
+        return response;
+      }
+      window.__replyCut = true;
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let seen = "";
+      let cut = false;
+      const body = new ReadableStream({
+        pull(controller) {
+          if (cut) {
+            reader.cancel();
+            controller.error(new TypeError("network error"));
+            return undefined;
+          }
+          return reader.read().then(function (chunk) {
+            if (chunk.done) return controller.close();
+            seen += decoder.decode(chunk.value, { stream: true });
+            cut = seen.includes('"assistant_message"');
+            controller.enqueue(chunk.value);
+            return undefined;
+          });
+        },
+      });
+      return new Response(body, { status: response.status, headers: response.headers });
+    });
+  };
+})();
+"""
+
+
+def test_a_dropped_connection_keeps_the_stored_message_and_drops_the_cut_reply(
+    page: Page, serve, watch, steps
+):
+    server = serve(CHATKIT_DEMO_WORD_DELAY=WORD_DELAY)
+    create_verified_user(server, "dropped@example.com")
+    log_in(page, server, "dropped@example.com")
+    start_session(page)
+    page.evaluate(CUT_THE_NEXT_REPLY)
+
+    with steps("the connection drops while the reply streams"):
+        message_box(page).fill("Still stored?")
+        send_button(page).click()
+        expect(toasts(page).last).to_have_text(
+            "Could not reach codexweb. Check your connection and try again.", timeout=30_000
+        )
+        # The server had stored the message: it stays in the log, not back in the textbox
+        # (sending it again would store it twice); the half reply is gone.
+        expect(messages(page)).to_have_count(1)
+        expect_message(messages(page).first, "You", "Still stored?")
+        expect(message_box(page)).to_have_value("")
+        expect(send_button(page)).to_be_enabled()
+
+    with steps("reload and resume: the message is there, once"):
+        page.reload()
+        page.locator(".session-card").get_by_role("button", name="Resume session").click()
+        expect(messages(page).first).to_be_visible()
+        expect(messages(page)).to_have_count(1)
+        expect_message(messages(page).first, "You", "Still stored?")
+
+
+def delete_thread_through_the_api(server, address: str, thread_id: str) -> None:
+    """What another client of the same account does: its own login, token and request."""
+    login = httpx.post(
+        server.url + "/api/auth/login", json={"email": address, "password": PASSWORD}
+    )
+    owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    current = httpx.get(server.url + "/api/codex/sessions/current", headers=owner).json()
+    token = httpx.get(
+        server.url + "/api/codex/chatkit/token",
+        params={"session_id": current["session_id"]},
+        headers=owner,
+    ).json()["token"]
+    deleted = httpx.post(
+        server.url + "/chatkit",
+        json={"type": "threads.delete", "params": {"thread_id": thread_id}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert deleted.status_code == 200, deleted.text
+
+
+def test_a_thread_deleted_elsewhere_keeps_the_session_and_the_typed_message(
+    page: Page, serve, watch, steps
+):
+    server = serve(CHATKIT_DEMO_WORD_DELAY=0)
+    address = "deleted-elsewhere@example.com"
+    create_verified_user(server, address)
+    log_in(page, server, address)
+    start_session(page)
+    message_box(page).fill("First")
+    send_button(page).click()
+    expect(messages(page)).to_have_count(2, timeout=30_000)
+    thread_id = page.locator("[data-thread-id]").get_attribute("data-thread-id")
+    delete_thread_through_the_api(server, address, thread_id)
+
+    watch.expect(r"404")  # the browser logs the refused request
+    with steps("the next message meets the deleted thread: the session stays"):
+        message_box(page).fill("Second")
+        send_button(page).click()
+        expect(toasts(page).last).to_have_text(
+            "This conversation was deleted elsewhere. Send your message again to start a new one."
+        )
+        expect(message_box(page)).to_have_value("Second")
+        expect(messages(page)).to_have_count(0)
+        expect(page.locator("[data-token-state]")).to_have_text("Connected.")
+        expect(page.get_by_text("Your Codex session has ended")).to_have_count(0)
+
+    with steps("sending again starts a new thread"):
+        send_button(page).click()
+        expect(messages(page)).to_have_count(2, timeout=30_000)
+        expect(messages(page).last).to_contain_text("You said: Second")
