@@ -281,6 +281,10 @@ class ChatKitItem(db.Model):
     kind: Mapped[str] = mapped_column(String(40), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # The user's verdict on the item (`items.feedback`): "positive" or "negative", the last
+    # one given, and when.
+    feedback: Mapped[str | None] = mapped_column(String(16))
+    feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ChatKitAttachment(db.Model):

@@ -617,6 +617,38 @@ def test_any_page_size_gets_a_sensible_page(client, token, limit):
     assert items["has_more"] is (limit == -3)
 
 
+def feedback(thread_id: str, item_ids: list[str], kind: str = "positive") -> dict:
+    return {
+        "type": "items.feedback",
+        "params": {"thread_id": thread_id, "item_ids": item_ids, "kind": kind},
+    }
+
+
+def verdicts(app) -> dict[str, str | None]:
+    with app.app_context():
+        rows = db.session.execute(select(ChatKitItem.item_id, ChatKitItem.feedback)).all()
+        return dict(rows)
+
+
+def test_feedback_is_kept_with_its_items(client, token, app, owner, make_user, auth_headers):
+    events_seen = stream(client, token, create_request("rate me"))
+    thread_id = events_seen[0]["thread"]["id"]
+    (reply,) = done_items(events_seen, "assistant_message")
+    (message,) = done_items(events_seen, "user_message")
+    assert post(client, token, feedback(thread_id, [reply["id"]], "negative")).get_json() == {}
+    assert verdicts(app) == {message["id"]: None, reply["id"]: "negative"}
+    assert post(client, token, feedback(thread_id, [reply["id"]], "positive")).status_code == 200
+    assert verdicts(app)[reply["id"]] == "positive"  # the last verdict counts
+
+    # An item that is not this thread's: 404, and no verdict changes, not even the others'.
+    unknown = post(client, token, feedback(thread_id, [message["id"], "msg_nope"], "negative"))
+    problem(unknown, 404, "not_found")
+    stranger = auth_headers(make_user("stranger-feedback@example.com"))
+    theirs = chatkit_token(client, stranger, new_session(client, stranger)["session_id"])
+    problem(post(client, theirs, feedback(thread_id, [reply["id"]], "negative")), 404, "not_found")
+    assert verdicts(app) == {message["id"]: None, reply["id"]: "positive"}
+
+
 def test_a_body_that_is_not_a_chatkit_request_is_422(client, token):
     problem(client.post("/chatkit", data="nonsense", headers=token), 422, "invalid_request")
 

@@ -25,6 +25,7 @@ from chatkit.types import (
     ChatKitReq,
     ErrorCode,
     ErrorEvent,
+    FeedbackKind,
     SDKHiddenContextItem,
     ThreadItem,
     ThreadItemDoneEvent,
@@ -148,6 +149,12 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
         emit(
             "chatkit.message.received", **_fields(thread, context), chars=len(message_text(message))
         )
+
+    async def add_feedback(
+        self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RuntimeContext
+    ) -> None:
+        """`items.feedback`: kept with the items (the SDK's default drops it)."""
+        await self.store.add_feedback(thread_id, item_ids, feedback, context)
 
     async def handle_stream_cancelled(
         self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RuntimeContext

@@ -19,8 +19,9 @@ from typing import Any
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, Page, Thread, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 
+from ..clock import utcnow
 from ..codex import sessions
 from ..extensions import db
 from ..logging import emit
@@ -276,6 +277,32 @@ class SessionStore(Store[RuntimeContext]):
         db.session.delete(self._item_row(thread_id, item_id, context))
         db.session.commit()
         context.newest_items.pop(thread_id, None)
+
+    async def add_feedback(
+        self, thread_id: str, item_ids: list[str], kind: str, context: RuntimeContext
+    ) -> None:
+        """Keep the user's verdict on the items: on all of them, or on none when one of them
+        is not an item of this thread (`NotFoundError`, a 404)."""
+        self._check_thread(thread_id, context)
+        ids = list(dict.fromkeys(item_ids))
+        if len(ids) > MAX_PAGE_SIZE:
+            raise ValueError(f"At most {MAX_PAGE_SIZE} items at once.")
+        if not ids or not all(_plausible_id(item_id) for item_id in ids):
+            raise NotFoundError("No such item")
+        marked = db.session.execute(
+            update(ChatKitItem)
+            .where(
+                ChatKitItem.thread_id == thread_id,
+                ChatKitItem.codex_session_id == context.session_id,
+                ChatKitItem.item_id.in_(ids),
+            )
+            .values(feedback=kind, feedback_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if marked != len(ids):
+            db.session.rollback()
+            raise NotFoundError("No such item")
+        db.session.commit()
 
     @staticmethod
     def _new_item_row(thread_id: str, item: ThreadItem, context: RuntimeContext) -> ChatKitItem:
