@@ -140,6 +140,22 @@ def delete_command(email: str, yes: bool) -> None:
     click.echo(f"deleted {user.email}")
 
 
+@users.command("unlink-sso")
+@click.argument("email")
+def unlink_sso_command(email: str) -> None:
+    """Remove the single sign-on accounts linked to a user (their next sign-on links afresh).
+
+    For a provider that gave the user a new identity (a re-created account, a new client
+    id): single sign-on refuses to link a second identity of the same provider by address.
+    """
+    from .auth.sso import unlink_all_identities
+
+    with refusals_reported(email):
+        user = accounts.account_for(email)
+    removed = unlink_all_identities(user)
+    click.echo(f"removed {len(removed)} single sign-on link(s) from {user.email}")
+
+
 sessions_group = AppGroup("sessions", help="Codex session housekeeping.")
 
 

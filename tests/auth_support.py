@@ -17,7 +17,7 @@ STRONG_PASSWORD = "a long enough passphrase"
 
 _FORM_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 _META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
-_LINK = re.compile(r"https?://\S+/(verify-email|reset-password)/([A-Za-z0-9._-]+)")
+_LINK = re.compile(r"https?://\S+/(verify-email|reset-password|confirm-email)/([A-Za-z0-9._-]+)")
 
 
 def form_csrf_token(html: str) -> str:

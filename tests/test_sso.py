@@ -20,7 +20,7 @@ from codexweb.auth.redaction import redact_token_paths
 from codexweb.auth.sso import SsoError
 from codexweb.extensions import db
 from codexweb.models import Identity
-from tests.auth_support import form_csrf_token, meta_csrf_token
+from tests.auth_support import form_csrf_token, link_token, meta_csrf_token
 from tests.conftest import TEST_PASSWORD, DrainingOutbox
 from tests.servers import free_port
 
@@ -59,6 +59,10 @@ def sign_in(client, provider, login: str, *, start: str = "/auth/oidc/login", ca
     back = provider.sign_in(started.headers["Location"], login, cancel=cancel)
     assert back.startswith(BASE + "/auth/callback?"), back
     return client.get(back.removeprefix(BASE))
+
+
+def owner_id(client) -> str:
+    return client.get("/api/auth/me").get_json()["user"]["id"]
 
 
 def whoami(client) -> str | None:
@@ -225,6 +229,47 @@ def test_linking_an_unverified_account_takes_the_registrants_way_in(
     assert whoami(owner) == "gil@corp.example"  # the owner's own login is the one left
 
 
+def test_the_registrants_provider_account_and_email_change_do_not_outlive_the_owner(
+    sso_app, oidc_provider, account, make_user
+):
+    """Before the owner came, the registrant linked a provider account of their own and asked
+    to move the address to theirs: neither may survive the owner proving the address."""
+    app = sso_app(OIDC_ALLOWED_DOMAINS=["corp.example"])
+    outbox = app.extensions["mailman"].outbox = DrainingOutbox(app)
+    make_user("ida@corp.example", verified=False)
+    registrant = app.test_client()
+    log_in_on_the_page(registrant, "ida@corp.example")
+    csrf = form_csrf_token(registrant.get("/auth/oidc/link").get_data(as_text=True))
+    started = registrant.post(
+        "/auth/oidc/link", data={"csrf_token": csrf, "password": TEST_PASSWORD}
+    )
+    own = account("mallory@elsewhere.example")
+    back = oidc_provider.sign_in(started.headers["Location"], own)
+    assert registrant.get(back.removeprefix(BASE)).status_code == 302
+    asked = registrant.post(
+        "/api/auth/email/change",
+        json={"password": TEST_PASSWORD, "new_email": "mallory@elsewhere.example"},
+        headers={"X-CSRFToken": meta_csrf_token(registrant.get("/account").get_data(as_text=True))},
+    )
+    assert asked.status_code == 202, asked.get_data(as_text=True)
+    (to_new,) = [m for m in outbox if m.to == ["mallory@elsewhere.example"]]
+    change_link = link_token(to_new, "confirm-email")
+
+    owner = app.test_client()
+    assert sign_in(owner, oidc_provider, account("ida@corp.example")).status_code == 302
+    assert whoami(owner) == "ida@corp.example"
+    assert own not in [subject for _, subject in identities_of(app, "ida@corp.example")]
+
+    confirmed = app.test_client().get(f"/confirm-email/{change_link}")
+    assert confirmed.status_code == 400  # the link died with the registrant's password
+    later = app.test_client()  # the registrant's provider account now opens nothing of Ida's
+    sign_in(later, oidc_provider, own)
+    assert whoami(later) != "ida@corp.example"
+    with app.app_context():
+        assert find_user_by_email("mallory@elsewhere.example").id != owner_id(owner)
+    assert whoami(owner) == "ida@corp.example"  # the address did not move
+
+
 def test_an_account_linked_to_another_user_of_the_provider_is_not_linked_by_address(
     sso_app, oidc_provider, account
 ):
@@ -241,6 +286,15 @@ def test_an_account_linked_to_another_user_of_the_provider_is_not_linked_by_addr
     assert "It already signs in with a different Acme ID account" in text
     assert whoami(newcomer) is None
     assert identities_of(app, "hal@corp.example") == [(oidc_provider.issuer, first)]
+
+    # The address is the newcomer's now (or the provider re-created the user): the
+    # administrator removes the old link, and the next sign-in links afresh.
+    result = app.test_cli_runner().invoke(args=["users", "unlink-sso", "hal@corp.example"])
+    assert result.output == "removed 1 single sign-on link(s) from hal@corp.example\n"
+    second = account("hal@corp.example")
+    assert sign_in(newcomer, oidc_provider, second).status_code == 302
+    assert whoami(newcomer) == "hal@corp.example"
+    assert identities_of(app, "hal@corp.example") == [(oidc_provider.issuer, second)]
 
 
 @pytest.mark.parametrize(

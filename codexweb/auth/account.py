@@ -101,14 +101,18 @@ def confirm_email_change(token: str) -> User:
     """Move the account to the token's new address, verified; the token works once, also when
     opened several times at the same instant (`consume_once`).
 
-    The token is bound to the address the user had when asking: once the address changed
-    (by this link or another), it is `token_invalid`. Verification links of the old address
-    die with it (they are bound to the address too). An address taken meanwhile is
-    `email_taken`, and the link stays unused.
+    The token is bound to the address and the password the user had when asking: once
+    either changed (the address by this link or another), it is `token_invalid`.
+    Verification links of the old address die with it (they are bound to the address too).
+    An address taken meanwhile is `email_taken`, and the link stays unused.
     """
     claim = read_email_change_token(token)
     user = db.session.get(User, claim.user_id)
-    if user is None or not hmac.compare_digest(claim.email_fingerprint, fingerprint(user.email)):
+    if (
+        user is None
+        or not hmac.compare_digest(claim.email_fingerprint, fingerprint(user.email))
+        or not hmac.compare_digest(claim.password_fingerprint, fingerprint(user.password_hash))
+    ):
         raise TokenError("token_invalid")
     holder = find_user_by_email(claim.new_email)
     # The holder may be this very user, moved there by a simultaneous use of this link: then

@@ -82,7 +82,9 @@ def _email_change_email(
 ) -> EmailMultiAlternatives | None:
     if user.email != params["old_email"]:
         return None  # the address changed since it was asked: this link could not work
-    token = issue_email_change_token(user.id, params["old_email"], params["new_email"])
+    token = issue_email_change_token(
+        user.id, params["old_email"], user.password_hash, params["new_email"]
+    )
     return _email(
         user,
         to=params["new_email"],

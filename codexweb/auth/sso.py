@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import utcnow
@@ -117,22 +118,37 @@ def _link_existing(user: User, issuer: str, subject: str, claims: Mapping[str, A
         _refuse_link(user, "email_unverified")
     if not domain_allowed(user.email):
         _refuse_link(user, "domain_not_allowed")
-    if _has_identity_at(user, issuer):
+    never_verified = not user.email_verified
+    if not never_verified and _has_identity_at(user, issuer):
         # Another of this provider's users held the address first (a mailbox given to a new
         # person, say): the address alone must not hand them that person's account.
         _refuse_link(user, "account_linked")
+    removed = _take_from_registrant(user) if never_verified else []
     identity = _add_identity(user, issuer, subject, user.email)
     identity.last_login_at = utcnow()
-    if not user.email_verified:
-        # The provider vouched for this very address: as good as our own verification link.
-        # Whoever chose the password never proved the address, though: an account registered
-        # in its owner's name before they came must keep no way in for its registrant.
-        user.email_verified_at = utcnow()
-        user.password_hash = unusable_password_hash()
-        end_all_logins(user.id)
+    if never_verified:
+        end_all_logins(user.id)  # commits, with everything above
     db.session.commit()
+    for identity_id in removed:
+        emit("auth.sso.identity_unlinked", user_id=user.id, identity_id=identity_id)
     emit("auth.sso.identity_linked", user_id=user.id, identity_id=identity.id, via="login")
     return user
+
+
+def _take_from_registrant(user: User) -> list[str]:
+    """An account whose address was never verified, now proved by the provider: verified,
+    and every way in its registrant set up removed (password, provider accounts they linked;
+    the caller ends the logins). An email change they asked for dies with the password
+    (`tokens.issue_email_change_token`). Returns the removed identities' ids."""
+    ids = list(db.session.scalars(db.select(Identity.id).where(Identity.user_id == user.id)))
+    db.session.execute(
+        delete(Identity)
+        .where(Identity.user_id == user.id)
+        .execution_options(synchronize_session=False)
+    )
+    user.email_verified_at = utcnow()
+    user.password_hash = unusable_password_hash()
+    return ids
 
 
 def _has_identity_at(user: User, issuer: str) -> bool:
@@ -201,6 +217,22 @@ def link_identity(user: User, *, issuer: str, subject: str, email: str | None = 
         raise SsoError("identity_in_use") from None
     emit("auth.sso.identity_linked", user_id=user.id, identity_id=identity.id, via="account")
     return identity
+
+
+def unlink_all_identities(user: User) -> list[str]:
+    """An operator's way out (`flask users unlink-sso`): remove every provider account linked
+    to the user, so that their next single sign-on links afresh (by address, under the usual
+    rules). Returns the removed identities' ids."""
+    ids = list(db.session.scalars(db.select(Identity.id).where(Identity.user_id == user.id)))
+    db.session.execute(
+        delete(Identity)
+        .where(Identity.user_id == user.id)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    for identity_id in ids:
+        emit("auth.sso.identity_unlinked", user_id=user.id, identity_id=identity_id)
+    return ids
 
 
 def unlink_identity(user: User, identity_id: str) -> None:

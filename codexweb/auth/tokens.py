@@ -119,23 +119,36 @@ def read_reset_token(token: str) -> ResetClaim:
 class EmailChangeClaim:
     user_id: str
     email_fingerprint: str
+    password_fingerprint: str
     new_email: str
 
 
-def issue_email_change_token(user_id: str, current_email: str, new_email: str) -> str:
+def issue_email_change_token(
+    user_id: str, current_email: str, password_hash: str, new_email: str
+) -> str:
     """Signed, not encrypted: the new address is readable in the link, which only ever goes
-    to that very address."""
+    to that very address. Bound to the address and the password of the moment: a link asked
+    for by whoever held the account before its password changed (or was taken away when
+    single sign-on proved the address someone else's) dies with it."""
     return _serializer(EMAIL_CHANGE_SALT).dumps(
-        {"uid": user_id, "em": fingerprint(current_email), "new": new_email}
+        {
+            "uid": user_id,
+            "em": fingerprint(current_email),
+            "pw": fingerprint(password_hash),
+            "new": new_email,
+        }
     )
 
 
 def read_email_change_token(token: str) -> EmailChangeClaim:
     payload = _load(EMAIL_CHANGE_SALT, token, current_app.config["EMAIL_VERIFY_MAX_AGE"])
-    if not all(key in payload for key in ("uid", "em", "new")):
+    if not all(key in payload for key in ("uid", "em", "pw", "new")):
         raise TokenError("token_invalid")
     return EmailChangeClaim(
-        user_id=payload["uid"], email_fingerprint=payload["em"], new_email=payload["new"]
+        user_id=payload["uid"],
+        email_fingerprint=payload["em"],
+        password_fingerprint=payload["pw"],
+        new_email=payload["new"],
     )
 
 
