@@ -220,14 +220,27 @@ def test_the_store_rereads_a_threads_newest_items_once_it_wrote_to_it(app, clien
         asyncio.run(turn(SessionStore(), caller.context, statements))
 
 
-def test_a_reply_the_client_walks_away_from_leaves_a_note_not_half_an_answer(client, token, app):
+@pytest.mark.parametrize("host_loop", [False, True], ids=["own loop", "under a running loop"])
+def test_a_reply_the_client_walks_away_from_leaves_a_note_not_half_an_answer(
+    client, token, app, host_loop
+):
     """The client went away mid-reply: no half-written answer is kept, only the note that
-    tells the next reply not to finish the one that was cut."""
-    response = client.post("/chatkit", json=create_request("hello"), headers=token, buffered=False)
-    chunks = iter(response.response)
-    while b"assistant_message" not in next(chunks):  # the reply has begun
-        pass
-    response.close()
+    tells the next reply not to finish the one that was cut. Also where the request's loop
+    runs in a helper thread (a host that runs a loop of its own)."""
+    outer = asyncio.new_event_loop()
+    if host_loop:
+        asyncio._set_running_loop(outer)
+    try:
+        response = client.post(
+            "/chatkit", json=create_request("hello"), headers=token, buffered=False
+        )
+        chunks = iter(response.response)
+        while b"assistant_message" not in next(chunks):  # the reply has begun
+            pass
+        response.close()
+    finally:
+        asyncio._set_running_loop(None)
+        outer.close()
     with app.app_context():
         kinds = db.session.scalars(select(ChatKitItem.kind).order_by(ChatKitItem.position)).all()
         notes = db.session.scalars(
@@ -519,6 +532,19 @@ def test_the_per_session_message_limit_refuses_and_stores_nothing(client, token,
     assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
 
 
+@pytest.mark.runtime_config(
+    RATELIMIT_ENABLED=True, CHATKIT_MESSAGES_PER_MINUTE=1, CHATKIT_MAX_MESSAGE_CHARS=10
+)
+def test_refused_requests_do_not_use_up_the_message_limit(client, token):
+    """A message refused as too long, or a retry of nothing, ran no agent: the one message
+    a minute is still there to send."""
+    for _ in range(3):
+        problem(post(client, token, create_request("x" * 11)), 422, "invalid_request")
+    problem(post(client, token, retry_after("thr_none", "msg_none")), 404, "not_found")
+    assert stream(client, token, create_request("fits"))[0]["type"] == "thread.created"
+    problem(post(client, token, create_request("over")), 429, "rate_limited")
+
+
 @pytest.mark.runtime_config(CHATKIT_MAX_MESSAGE_CHARS=10)
 def test_a_too_long_message_is_refused_and_not_stored(client, token, app):
     refused = post(client, token, create_request("x" * 11))
@@ -588,6 +614,7 @@ def test_requests_the_thread_cannot_take_are_clear_refusals_that_change_nothing(
             "params": {"name": "a.txt", "size": 3, "mime_type": "text/plain"},
         },
         {"type": "attachments.delete", "params": {"attachment_id": "atc_1"}},
+        {"type": "input.transcribe", "params": {"audio_base64": "AAAA", "mime_type": "audio/webm"}},
         {
             "type": "threads.sync_custom_action",
             "params": {"thread_id": "thr_1", "item_id": "it_1", "action": {"type": "x"}},
@@ -605,6 +632,20 @@ def test_protocol_features_this_server_lacks_are_refused_by_name(client, token, 
         {"field": "type", "message": f"{body['type']} is not supported by this server."}
     ]
     assert stored(app) == (0, 0)
+
+
+def test_a_fault_of_ours_stays_a_500_with_its_request_id(client, token, monkeypatch):
+    """Only the SDK's "not in this thread's state" refusals become 422: a ValueError anywhere
+    else is a bug, answered as one (and logged with its traceback), not passed off as the
+    caller's mistake."""
+
+    async def broken(*args, **kwargs):
+        raise ValueError("a bug in the store")
+
+    monkeypatch.setattr(SessionStore, "load_threads", broken)
+    refused = post(client, token, {"type": "threads.list", "params": {}})
+    body = problem(refused, 500, "internal_error")
+    assert body["request_id"] == refused.headers["X-Request-ID"]
 
 
 @pytest.mark.parametrize("limit", [10**20, -3, 0])

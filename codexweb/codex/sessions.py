@@ -543,11 +543,8 @@ _SET_CURRENT_THREAD = (
 )
 
 
-def set_current_thread(
-    session: CodexSession, thread_id: str | None, *, commit: bool = True
-) -> None:
-    """Make `thread_id` the session's current thread (the last one the user wrote in; None
-    when that thread was deleted).
+def set_current_thread(session: CodexSession, thread_id: str, *, commit: bool = True) -> None:
+    """Make `thread_id` the session's current thread (the last one the user wrote in).
 
     A one-column UPDATE that leaves status and expiry to their own rules; the loaded object
     is kept in step without a second statement.
@@ -558,6 +555,28 @@ def set_current_thread(
     set_committed_value(session, "thread_id", thread_id)
     if commit:
         db.session.commit()
+
+
+_CLEAR_CURRENT_THREAD = (
+    update(CodexSession)
+    .where(
+        CodexSession.id == bindparam("session_id"),
+        CodexSession.thread_id == bindparam("deleted_thread"),
+    )
+    .values(thread_id=None)
+    .execution_options(synchronize_session=False)
+)
+
+
+def clear_current_thread(session: CodexSession, thread_id: str) -> None:
+    """The session has no current thread once `thread_id`, if it is the current one, is
+    deleted. Conditional in the database: a message that made another thread current
+    meanwhile keeps it so. The caller commits."""
+    db.session.execute(
+        _CLEAR_CURRENT_THREAD, {"session_id": session.id, "deleted_thread": thread_id}
+    )
+    if session.thread_id == thread_id:
+        set_committed_value(session, "thread_id", None)
 
 
 # Housekeeping ----------------------------------------------------------------------------

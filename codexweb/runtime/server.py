@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -205,8 +206,28 @@ class NotAChatKitRequest(Exception):
 
 class RequestDoesNotFit(Exception):
     """A protocol request the thread cannot take: retrying after an item that is not a user
-    message, a tool's output with no tool call pending, a feature this server lacks. The SDK
-    says so with `ValueError` or `NotImplementedError` before anything is stored."""
+    message, a tool's output with no tool call pending. The SDK says so with `ValueError`
+    before anything is stored; its message (about the caller's own ids) is the reason."""
+
+
+# The requests whose `ValueError` means "not in this thread's state" (see RequestDoesNotFit).
+# Anywhere else a ValueError is a fault of ours and stays a 500, with its traceback logged.
+THREAD_STATE_REQUESTS = frozenset(
+    {
+        "threads.retry_after_item",
+        "threads.add_client_tool_output",
+        "threads.add_structured_input",
+        "items.feedback",
+    }
+)
+
+
+def _request_type(body: bytes) -> str | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed.get("type") if isinstance(parsed, dict) else None
 
 
 def chatkit_server() -> CodexChatKitServer:
@@ -238,9 +259,11 @@ def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
     except ValidationError:
         loop.close()
         raise NotAChatKitRequest() from None
-    except (ValueError, NotImplementedError):
+    except ValueError as error:
         loop.close()
-        raise RequestDoesNotFit() from None
+        if _request_type(body) not in THREAD_STATE_REQUESTS:
+            raise
+        raise RequestDoesNotFit(str(error)) from None
     except BaseException:
         loop.close()
         raise
@@ -310,5 +333,13 @@ def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
     finally:
         try:
             loop.run(stream.aclose())
+            # The SDK's inner generators, the reply's among them, are closed here in the
+            # request's context (its app and database session), not later by the loop's
+            # shutdown in whichever thread runs it: a reply cut short stores its note then.
+            loop.run(_close_async_generators())
         finally:
             loop.close()
+
+
+async def _close_async_generators() -> None:
+    await asyncio.get_running_loop().shutdown_asyncgens()

@@ -182,10 +182,9 @@ class SessionStore(Store[RuntimeContext]):
         # must go whatever the connection's foreign-key settings.
         db.session.execute(delete(ChatKitItem).where(ChatKitItem.thread_id == row.id))
         db.session.delete(row)
-        if context.codex_session.thread_id == thread_id:
-            # The session's current thread is gone: none until the user writes again, so a
-            # client resuming the session is never handed a thread that does not exist.
-            sessions.set_current_thread(context.codex_session, None, commit=False)
+        # The session's current thread is gone: none until the user writes again, so a
+        # client resuming the session is never handed a thread that does not exist.
+        sessions.clear_current_thread(context.codex_session, thread_id)
         db.session.commit()
         context.known_threads.discard(thread_id)
         context.newest_items.pop(thread_id, None)

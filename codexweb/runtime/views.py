@@ -31,12 +31,13 @@ AGENT_REQUESTS = MESSAGE_REQUESTS | {
     "threads.add_client_tool_output",
     "threads.add_structured_input",
 }
-# Protocol features this server does not offer (no attachment store, no widget actions):
-# refused up front with a clear answer instead of failing inside the SDK.
+# Protocol features this server does not offer (no attachment store, no dictation, no widget
+# actions): refused up front with a clear answer instead of failing inside the SDK.
 UNSUPPORTED_REQUESTS = frozenset(
     {
         "attachments.create",
         "attachments.delete",
+        "input.transcribe",
         "threads.custom_action",
         "threads.sync_custom_action",
     }
@@ -131,8 +132,17 @@ def _not_counted() -> bool:
     return False
 
 
+def _accepted(response: Response) -> bool:
+    """A request the view refused (too long, nothing to retry: 4xx) ran no agent: not counted."""
+    return response.status_code < 400
+
+
 message_limit = limiter.limit(
-    _message_limit, key_func=_session_key, exempt_when=_not_counted, methods=["POST"]
+    _message_limit,
+    key_func=_session_key,
+    exempt_when=_not_counted,
+    methods=["POST"],
+    deduct_when=_accepted,
 )
 
 
@@ -149,7 +159,7 @@ def check_message_length() -> None:
     maximum = int(current_app.config["CHATKIT_MAX_MESSAGE_CHARS"])
     if is_new_message() and new_message_chars() > maximum:
         raise invalid_request(
-            [{"field": "params.input.content", "message": f"At most {maximum} characters."}],
+            [{"field": "params.input", "message": f"At most {maximum} characters."}],
             f"The message is too long: at most {maximum} characters.",
         )
 
@@ -176,10 +186,10 @@ def chatkit():
             [{"field": "body", "message": "Not a ChatKit request."}],
             "The body is not a ChatKit protocol request.",
         ) from None
-    except RequestDoesNotFit:
+    except RequestDoesNotFit as refused:
         raise invalid_request(
-            [{"field": "params", "message": "Not possible in this thread now."}],
-            "The thread cannot take this request now (nothing to retry or no tool call pending).",
+            [{"field": "params", "message": str(refused)}],
+            "The thread cannot take this request now.",
         ) from None
     if isinstance(result, bytes):
         response = Response(result, mimetype="application/json")
