@@ -52,7 +52,7 @@ def test_a_session_cookie_copied_before_logout_is_dead_after_it(app, user):
     assert thief.get("/codex/chatkit").headers["Location"] == "/login?next=/codex/chatkit"
 
 
-def test_logging_in_again_in_a_browser_ends_the_login_it_held(app, user, make_user):
+def test_logging_in_again_in_a_browser_ends_the_login_it_held(app, user, make_user, events):
     """A second login in the same browser (as someone else, or the same person) replaces the
     first: the first ends on the server, so a copy of its cookie opens nothing."""
     other = make_user("other@example.com")
@@ -66,6 +66,8 @@ def test_logging_in_again_in_a_browser_ends_the_login_it_held(app, user, make_us
     assert browser.get("/api/auth/me").get_json()["user"]["id"] == other.id
 
     assert [row.ended_at is not None for row in login_rows(app, user.id)] == [True]
+    (ended,) = events.named("auth.login.ended")
+    assert ended["user_id"] == user.id
     thief = app.test_client()
     thief.set_cookie("session", copied)
     assert thief.get("/api/auth/me").status_code == 401

@@ -441,9 +441,9 @@ def log_in_browser(
     dropped but its messages, so a session planted before the login is worth nothing after it.
     A login it held ends on the server too: a copy of the old cookie must not outlive it.
     """
-    previous = session.get(LOGIN_SESSION_KEY)
-    if isinstance(previous, str):
-        end_login(previous)
+    previous, previous_user = session.get(LOGIN_SESSION_KEY), session.get("_user_id")
+    if isinstance(previous, str) and isinstance(previous_user, str):
+        end_login(previous, user_id=previous_user)  # flask-login's user of this session
     grant = open_login(
         user, "browser", via=via, method=method, user_agent=_user_agent(), remember=remember
     )
