@@ -96,16 +96,16 @@
     return this.list.querySelector('[data-item-id="' + CSS.escape(itemId) + '"]');
   };
 
-  /* A message that was refused (never stored) goes back into the textbox to send again. */
   /* Forget the thread and its messages: the next message starts a new thread. */
   Conversation.prototype.startOver = function () {
     this.threadId = null;
     delete this.root.dataset.threadId;
-    Array.prototype.forEach.call(this.list.querySelectorAll("[data-item-id]"), function (item) {
-      item.remove();
-    });
+    var earlier = this.root.querySelector(".conversation-earlier");
+    if (earlier) earlier.remove();
+    while (this.list.firstChild) this.list.removeChild(this.list.firstChild);
   };
 
+  /* A message that was refused (never stored) goes back into the textbox to send again. */
   Conversation.prototype.giveBack = function (message, text) {
     message.remove();
     if (!this.input.value) this.input.value = text;
@@ -123,6 +123,7 @@
     if (!text || !this.canSend()) return;
     this.input.value = "";
     var message = this.addMessage("user", text);
+    this.sending = message;
     this.setStreaming(true);
     var input = { content: [{ type: "input_text", text: text }], attachments: [], inference_options: {} };
     var request = this.threadId
@@ -284,8 +285,7 @@
   /* The server stored the user's message: from now on it stays, whatever happens to the
      reply (sending it again would store it twice). The server announces it only as done. */
   Conversation.prototype.markStored = function (item) {
-    var mine = this.list.querySelector(".message-user:not([data-item-id])");
-    if (mine) mine.dataset.itemId = item.id;
+    if (this.sending && !this.sending.dataset.itemId) this.sending.dataset.itemId = item.id;
   };
 
   Conversation.prototype.itemAdded = function (item) {

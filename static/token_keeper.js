@@ -380,9 +380,10 @@
               return keeper.reloadPanel(data.resumeUrl.replace("SESSION_ID", session.session_id));
             }
             if (session && session.session_id === keeper.sessionId) {
-              // Still this session, still active: only its token was refused. A fresh token,
-              // and the page (with what the user typed) stays as it is.
-              return keeper.fetchToken();
+              // Still this session, still active: only its token was refused. The page (with
+              // what the user typed) stays; a fresh token comes by the usual back-off (not
+              // at once: this may be the token fetch's own recovery, waiting on itself).
+              return keeper.retryLater("Could not get a token for this session.");
             }
             return keeper.offerNewSession();
           });

@@ -44,7 +44,8 @@ def conversed(app, client, user, auth_headers) -> dict[str, str]:
 def rendered_messages(html: str) -> list[tuple[str, str, str]]:
     """(role, author, text) of each message, in order."""
     found = re.findall(
-        r'<li class="message message-(\w+)">\s*<p class="message-meta"><strong>(.*?)</strong>'
+        r'<li class="message message-(\w+)"(?: data-item-id="[^"]+")?>\s*'
+        r'<p class="message-meta"><strong>(.*?)</strong>'
         r'.*?<div class="message-text">(.*?)</div>',
         html,
         re.S,
