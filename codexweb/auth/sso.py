@@ -140,14 +140,20 @@ def _take_from_registrant(user: User) -> list[str]:
     and every way in its registrant set up removed (password, provider accounts they linked;
     the caller ends the logins). An email change they asked for dies with the password
     (`tokens.issue_email_change_token`). Returns the removed identities' ids."""
+    ids = _remove_identities(user)
+    user.email_verified_at = utcnow()
+    user.password_hash = unusable_password_hash()
+    return ids
+
+
+def _remove_identities(user: User) -> list[str]:
+    """Delete every identity linked to the user (uncommitted); their ids."""
     ids = list(db.session.scalars(db.select(Identity.id).where(Identity.user_id == user.id)))
     db.session.execute(
         delete(Identity)
         .where(Identity.user_id == user.id)
         .execution_options(synchronize_session=False)
     )
-    user.email_verified_at = utcnow()
-    user.password_hash = unusable_password_hash()
     return ids
 
 
@@ -223,12 +229,7 @@ def unlink_all_identities(user: User) -> list[str]:
     """An operator's way out (`flask users unlink-sso`): remove every provider account linked
     to the user, so that their next single sign-on links afresh (by address, under the usual
     rules). Returns the removed identities' ids."""
-    ids = list(db.session.scalars(db.select(Identity.id).where(Identity.user_id == user.id)))
-    db.session.execute(
-        delete(Identity)
-        .where(Identity.user_id == user.id)
-        .execution_options(synchronize_session=False)
-    )
+    ids = _remove_identities(user)
     db.session.commit()
     for identity_id in ids:
         emit("auth.sso.identity_unlinked", user_id=user.id, identity_id=identity_id)
