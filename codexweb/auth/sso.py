@@ -5,9 +5,10 @@ change at the provider, so an address never finds an identity; it is used once, 
 login, to create an account or to link to an existing one, and linking to an existing password
 account needs the provider to vouch for the address (`email_verified`) in a domain the
 operator trusts (`OIDC_ALLOWED_DOMAINS`), and the account not to be linked to another user of
-the same provider already. Linking an account whose address was never verified takes its
-password and ends its logins: whoever registered it never proved the address. Anyone else
-links from their account page, after proving the password.
+the same provider already. Linking an account whose address was never verified takes every
+way in its registrant set up (password, logins, linked provider accounts, a pending email
+change): whoever registered it never proved the address. Anyone else links from their account
+page, after proving the password.
 
 The functions commit their own changes and raise `SsoError` for the pages to explain.
 """
