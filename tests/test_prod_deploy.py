@@ -59,6 +59,7 @@ EXERCISED = {
     "db check": "test_operator_walkthrough (and tests/test_migrations.py)",
     "db downgrade": "tests/test_migrations.py",
     "users create": "test_operator_walkthrough",
+    "users unlink-sso": "tests/test_sso.py (the way out of account_linked)",
     "keys rotate": "test_operator_walkthrough",
     "keys list": "test_operator_walkthrough",
     "keys import": "test_operator_walkthrough (and tests/test_signing_keys.py)",
