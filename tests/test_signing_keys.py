@@ -129,9 +129,12 @@ def test_a_readiness_probe_reads_the_keys_afresh_without_emptying_the_cache(
 
 
 def test_made_up_key_ids_do_not_send_every_request_to_the_database(app, monkeypatch):
-    """A token naming an unknown kid makes the store read the keys afresh (another host may
-    have just rotated), but at most once per UNKNOWN_KID_REREAD_SECONDS."""
-    with app.app_context():
+    """A token naming an unknown kid makes the check read the keys afresh (another host may
+    have just rotated), but at most once per UNKNOWN_KID_REREAD_SECONDS; a known kid never."""
+    from codexweb.runtime.access import AccessRefused, caller_from_token
+
+    stranger = OKPKey.generate_key("Ed25519", private=True)
+    with app.test_request_context():
         store = keys.key_store()
         store.verifying_keys()  # cached now
         load, loads = keys.KeyStore._load, []
@@ -140,20 +143,23 @@ def test_made_up_key_ids_do_not_send_every_request_to_the_database(app, monkeypa
             loads.append(1)
             return load(self, connection)
 
+        def refused(kid: str) -> None:
+            with pytest.raises(AccessRefused):
+                caller_from_token(sign(stranger, kid))
+
         monkeypatch.setattr(keys.KeyStore, "_load", counted_load)
-        known = store.current().kid
-        store.verifying_keys_for(known)
+        refused(store.current().kid)  # a known kid, a bad signature
         assert loads == []
         clock = [1000.0]
         monkeypatch.setattr(keys.time, "monotonic", lambda: clock[0])
         store.refresh()  # the cache is fresh by the fake clock from here on
         loads.clear()
         for _ in range(5):
-            store.verifying_keys_for("made-up")
+            refused("made-up")
         assert loads == [1]  # the first unknown kid reads at once
         clock[0] += keys.UNKNOWN_KID_REREAD_SECONDS / 2
-        store.verifying_keys_for("made-up")
+        refused("made-up")
         assert loads == [1]
         clock[0] += keys.UNKNOWN_KID_REREAD_SECONDS / 2
-        store.verifying_keys_for("made-up")
+        refused("made-up")
         assert loads == [1, 1]

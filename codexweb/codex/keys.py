@@ -190,18 +190,15 @@ class KeyStore:
             cached = self._cache.verifying = (kids, key_set)
         return cached[1]
 
-    def verifying_keys_for(self, kid: Any) -> KeySet:
-        """The verifying keys, read afresh first when they lack `kid`: another host may have
-        rotated since this process cached them, and its tokens must verify here at once, not
-        a cache lifetime later. At most one read per `UNKNOWN_KID_REREAD_SECONDS`, so tokens
-        naming made-up kids cannot make every request read the database."""
-        key_set = self.verifying_keys()
-        cached = self._cache.verifying
-        if not isinstance(kid, str) or cached is None or kid in cached[0]:
-            return key_set
+    def reread_verifying_keys(self) -> KeySet | None:
+        """The verifying keys read afresh, for a token naming a kid this process does not
+        know: another host may have rotated since the keys were cached, and its tokens must
+        verify here at once, not a cache lifetime later. None when such a reread happened
+        less than `UNKNOWN_KID_REREAD_SECONDS` ago, so tokens naming made-up kids cannot
+        make every request read the database."""
         now = time.monotonic()
         if now - self._cache.reread_for_unknown_kid_at < UNKNOWN_KID_REREAD_SECONDS:
-            return key_set
+            return None
         self._cache.reread_for_unknown_kid_at = now
         self.refresh()
         return self.verifying_keys()
@@ -376,10 +373,14 @@ def jwks() -> dict[str, Any]:
     return {"keys": [key.public_jwk() for key in store.published()]}
 
 
-def verifying_keys(kid: Any = None) -> KeySet:
-    """The published public keys as a key set that verifies ChatKit tokens; with the `kid` of
-    the token at hand, read afresh when that kid is new to this process."""
-    return key_store().verifying_keys_for(kid)
+def verifying_keys() -> KeySet:
+    """The published public keys as a key set that verifies ChatKit tokens."""
+    return key_store().verifying_keys()
+
+
+def reread_verifying_keys() -> KeySet | None:
+    """The keys read afresh after a token named an unknown kid (None: read too recently)."""
+    return key_store().reread_verifying_keys()
 
 
 def rotate_keys() -> str:

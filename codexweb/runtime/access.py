@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 from flask import current_app
 from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jws import extract_compact
+from joserfc.errors import InvalidKeyIdError, JoseError
 from sqlalchemy import select
 
 from ..codex.chatkit import ALGORITHM, token_issuer
-from ..codex.keys import verifying_keys
+from ..codex.keys import reread_verifying_keys, verifying_keys
 from ..codex.sessions import OWNED_SESSION_FILTER, effective_status
 from ..extensions import db
 from ..models import CodexSession, User
@@ -73,7 +72,7 @@ def _verified_claims(token: str) -> dict:
     # and two threads of a worker interleaving it left "ignore everything" installed for
     # good. joserfc's note about the name "EdDSA" is filtered once, in `codex.keys`.
     try:
-        decoded = jwt.decode(token, verifying_keys(_kid(token)), algorithms=[ALGORITHM])
+        decoded = _decode(token)
         registry.validate(decoded.claims)
     except (JoseError, ValueError, TypeError):
         raise AccessRefused("token_invalid", "The ChatKit token is invalid or expired.") from None
@@ -89,14 +88,15 @@ _CALLER_SESSION = (
 )
 
 
-def _kid(token: str) -> str | None:
-    """The key id the token's header names, unverified (it only picks the key to try)."""
+def _decode(token: str) -> jwt.Token:
     try:
-        header = extract_compact(token.encode()).protected
-    except (JoseError, ValueError, TypeError):
-        return None
-    kid = header.get("kid") if isinstance(header, dict) else None
-    return kid if isinstance(kid, str) else None
+        return jwt.decode(token, verifying_keys(), algorithms=[ALGORITHM])
+    except InvalidKeyIdError:
+        # Signed with a key this process has not cached yet (another host just rotated)?
+        fresh = reread_verifying_keys()
+        if fresh is None:
+            raise
+        return jwt.decode(token, fresh, algorithms=[ALGORITHM])
 
 
 def _active_session(claims: dict) -> CodexSession:
