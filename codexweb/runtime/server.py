@@ -315,12 +315,14 @@ def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
     When the client goes away the server closes this generator: the async stream is closed
     (no reply is stored half-written) and the loop ends with the request.
     """
+    finished = False
     try:
         yield first
         while True:
             try:
                 chunk = loop.run(_next(stream))
             except StopAsyncIteration:
+                finished = True
                 return
             except Exception as error:
                 # After the headers there is no status code left to send: end the stream
@@ -332,14 +334,15 @@ def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
             yield chunk
     finally:
         try:
-            loop.run(stream.aclose())
-            # The SDK's inner generators, the reply's among them, are closed here in the
-            # request's context (its app and database session), not later by the loop's
-            # shutdown in whichever thread runs it: a reply cut short stores its note then.
-            loop.run(_close_async_generators())
+            if not finished:
+                loop.run(_close_stream(stream))
         finally:
             loop.close()
 
 
-async def _close_async_generators() -> None:
+async def _close_stream(stream) -> None:
+    """Close a stream cut short, and the SDK's generators inside it (the reply's among them)
+    here, in the request's context (its app and database session), not later in the loop's
+    shutdown in whichever thread runs it: a reply cut short stores its note now."""
+    await stream.aclose()
     await asyncio.get_running_loop().shutdown_asyncgens()
