@@ -281,8 +281,8 @@ class SessionStore(Store[RuntimeContext]):
         self, thread_id: str, item_ids: list[str], kind: str, context: RuntimeContext
     ) -> None:
         """Keep the user's verdict on the items: on all of them, or on none when one of them
-        is not an item of this thread (`NotFoundError`, a 404)."""
-        self._check_thread(thread_id, context)
+        is not an item of this thread in this session (`NotFoundError`, a 404; the UPDATE's
+        own filter is the ownership check)."""
         ids = list(dict.fromkeys(item_ids))
         if len(ids) > MAX_PAGE_SIZE:
             raise ValueError(f"At most {MAX_PAGE_SIZE} items at once.")
