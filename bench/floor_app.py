@@ -166,6 +166,7 @@ def token():
         "cks": record_id,
         "agent_id": agent_id,
         "placement": placement,
+        "lid": claim["lid"],
         "iat": int(now.timestamp()),
         "nbf": int(now.timestamp()),
         "exp": int(expires.timestamp()),

@@ -70,6 +70,7 @@ def test_a_token_verifies_with_only_the_published_jwks(client, owner, user):
         "cks",
         "agent_id",
         "placement",
+        "lid",
         "iat",
         "nbf",
         "exp",
@@ -77,6 +78,8 @@ def test_a_token_verifies_with_only_the_published_jwks(client, owner, user):
     }
     assert claims["nbf"] == claims["iat"]
     assert claims["exp"] - claims["iat"] == 600
+    logins = client.get("/api/auth/logins", headers=owner).get_json()["logins"]
+    assert claims["lid"] == next(login["id"] for login in logins if login["current"])
     assert (
         datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         == (body["expires_at"])

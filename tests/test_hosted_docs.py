@@ -79,6 +79,7 @@ def test_the_example_verifies_a_local_token_through_the_jwks(served, minted, use
         "iat",
         "iss",
         "jti",
+        "lid",
         "nbf",
         "placement",
         "sid",

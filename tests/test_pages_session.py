@@ -33,7 +33,7 @@ def mint(app, user, session_id: str, times: int) -> None:
     with app.app_context():
         owner = db.session.get(User, user.id)
         for _ in range(times):
-            chatkit.mint_chatkit_token(owner, session_id)
+            chatkit.mint_chatkit_token(owner, session_id, login_id="lgn_pytest")
 
 
 def test_an_active_session_shows_its_details_and_resume(app, browser, user, frozen_clock):

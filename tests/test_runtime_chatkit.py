@@ -19,12 +19,13 @@ from chatkit.types import SDKHiddenContextItem
 from joserfc import jwt
 from sqlalchemy import func, select
 
-from codexweb.codex.keys import rotate_keys
+from codexweb.codex.keys import key_store, rotate_keys, verifying_keys
 from codexweb.extensions import db
 from codexweb.models import ChatKitItem, ChatKitThread
 from codexweb.runtime.access import caller_from_token
 from codexweb.runtime.store import SessionStore
 from tests.codex_support import new_session
+from tests.conftest import TEST_PASSWORD
 from tests.runtime_support import (
     add_message_request,
     assistant_text,
@@ -477,6 +478,58 @@ def test_disabling_the_account_refuses_its_unexpired_token_at_once(client, app, 
     problem(post(client, token, create_request("still there?")), 401, "token_invalid")
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(ChatKitThread)) == 0
+
+
+def current_login_id(client, headers) -> str:
+    logins = client.get("/api/auth/logins", headers=headers).get_json()["logins"]
+    return next(login["id"] for login in logins if login["current"])
+
+
+@pytest.mark.parametrize(
+    "ending", ["logout", "ended_from_another_login", "others_revoked", "password_changed"]
+)
+def test_ending_the_login_that_minted_a_token_refuses_the_token_at_once(
+    client, app, user, auth_headers, session, token, owner, ending
+):
+    """CONTRACT §3: ending a login ends it "everywhere it is used"; its ChatKit tokens too."""
+    other = auth_headers(user)
+    other_token = chatkit_token(client, other, session["session_id"])
+    assert post(client, token, {"type": "threads.list", "params": {}}).status_code == 200
+    if ending == "logout":
+        assert client.post("/api/auth/logout", headers=owner).status_code == 204
+    elif ending == "ended_from_another_login":
+        ended = current_login_id(client, owner)
+        assert client.delete(f"/api/auth/logins/{ended}", headers=other).status_code == 204
+    elif ending == "others_revoked":
+        assert client.post("/api/auth/logins/revoke-others", headers=other).status_code == 204
+    else:
+        changed = client.post(
+            "/api/auth/password/change",
+            json={"current_password": TEST_PASSWORD, "new_password": "another long passphrase"},
+            headers=other,
+        )
+        assert changed.status_code == 200, changed.get_data(as_text=True)
+    problem(post(client, token, create_request("still there?")), 401, "token_invalid")
+    # The login that stays keeps its tokens, for the same session.
+    assert post(client, other_token, {"type": "threads.list", "params": {}}).status_code == 200
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ChatKitThread)) == 0
+
+
+def test_a_token_that_names_no_login_is_refused(client, token, app):
+    """Tokens minted before they named their login (at most CHATKIT_TOKEN_TTL old at the
+    upgrade) open nothing: the page and clients mint a new one, as after any 401."""
+    with app.app_context():
+        signing = key_store().current()
+        claims = jwt.decode(
+            token["Authorization"].split()[1], verifying_keys(), algorithms=["EdDSA"]
+        ).claims
+        assert isinstance(claims.pop("lid"), str)
+        unbound = jwt.encode(
+            {"alg": "EdDSA", "kid": signing.kid}, claims, signing.key, algorithms=["EdDSA"]
+        )
+    listing = {"type": "threads.list", "params": {}}
+    problem(post(client, {"Authorization": f"Bearer {unbound}"}, listing), 401, "token_invalid")
 
 
 def test_an_expired_sessions_token_is_refused(client, token, frozen_clock, session):

@@ -98,9 +98,9 @@ def start_login(user: User, kind: str, *, user_agent: str | None, remember: bool
     return login
 
 
-def _live(now: datetime):
+def login_is_live(now):
     """A login that has not ended nor expired, of an account that is not disabled (queries
-    that use it join `User`)."""
+    that use it join `User`). `now` is a datetime or a bind parameter."""
     return (
         Login.ended_at.is_(None),
         or_(Login.expires_at.is_(None), Login.expires_at > now),
@@ -160,7 +160,7 @@ def live_logins(user_id: str) -> list[Login]:
         db.session.execute(
             select(Login)
             .join(User, User.id == Login.user_id)
-            .where(Login.user_id == user_id, *_live(utcnow()))
+            .where(Login.user_id == user_id, *login_is_live(utcnow()))
             .order_by(Login.last_used_at.desc(), Login.id)
         ).scalars()
     )
@@ -172,7 +172,7 @@ _LIVE_USER = (
     select(User, Login.last_used_at, Login.remember)
     .join(Login, Login.user_id == User.id)
     .where(Login.id == bindparam("login_id"), User.id == bindparam("user_id"))
-    .where(*_live(bindparam("now")))
+    .where(*login_is_live(bindparam("now")))
 )
 
 
@@ -301,7 +301,7 @@ def rotate_refresh_token(raw: str | None) -> AccessGrant:
     row = db.session.execute(
         select(User, Login.remember, Login.kind)
         .join(Login, Login.user_id == User.id)
-        .where(Login.id == record.family_id, *_live(now))
+        .where(Login.id == record.family_id, *login_is_live(now))
     ).first()
     if row is None:
         db.session.rollback()

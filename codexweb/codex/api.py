@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from ..auth.guards import current_request_user, require_verified
+from ..auth.logins import current_login_id
 from ..bodies import parse_body
 from ..clock import isoformat
 from ..errors import Problem
@@ -142,7 +143,9 @@ def delete_session(session_id: str):
 @token_limit
 def chatkit_token():
     minted = chatkit.mint_chatkit_token(
-        current_request_user(), query_text("session_id", required=True)
+        current_request_user(),
+        query_text("session_id", required=True),
+        login_id=current_login_id(),
     )
     response = jsonify(
         token=minted.token,

@@ -106,7 +106,9 @@ class ChatKitProvider:
         session: CodexSession,
         record: ChatKitSession,
         max_expires_at: datetime,
+        login_id: str,
     ) -> ProviderToken:
+        """A token for `session`, asked for by `login_id` (the login the caller used)."""
         raise NotImplementedError
 
     def end(self, record: ChatKitSession) -> None:
@@ -129,6 +131,7 @@ class LocalProvider(ChatKitProvider):
         session: CodexSession,
         record: ChatKitSession,
         max_expires_at: datetime,
+        login_id: str,
     ) -> ProviderToken:
         now = utcnow()
         ttl = timedelta(seconds=self.app.config["CHATKIT_TOKEN_TTL"])
@@ -142,6 +145,9 @@ class LocalProvider(ChatKitProvider):
             "cks": record.id,
             "agent_id": session.agent_id,
             "placement": session.placement,
+            # The login that asked: ending it (logout, a password reset, "log out other
+            # devices") stops this token at once, as it stops the login's access tokens.
+            "lid": login_id,
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),
             # Rounded down: the token never outlives the session, not even by a fraction.
@@ -191,8 +197,11 @@ def token_issuer() -> str:
 # Minting ---------------------------------------------------------------------------------
 
 
-def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
-    """A ChatKit client token for the caller's active session; 404 for anything else."""
+def mint_chatkit_token(user: User, session_id: Any, *, login_id: str) -> MintedToken:
+    """A ChatKit client token for the caller's active session; 404 for anything else.
+
+    `login_id` is the login the request came with: the token is good while that login is.
+    """
     session, live = _owned_session_and_live_record(user, session_id)
     if effective_status(session) != "active":
         raise session_not_found()
@@ -201,7 +210,7 @@ def mint_chatkit_token(user: User, session_id: Any) -> MintedToken:
     if not touch(session, commit=provider.calls_upstream):
         raise session_not_found()
     record = provider.record_for_mint(session, live)
-    minted = provider.mint(user, session, record, session.expires_at)
+    minted = provider.mint(user, session, record, session.expires_at, login_id)
     if not _count_token(session, record, minted):
         db.session.rollback()  # closed meanwhile: no token, and no record opened for it
         raise session_not_found()

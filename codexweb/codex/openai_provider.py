@@ -167,7 +167,10 @@ class OpenAIProvider(ChatKitProvider):
         session: CodexSession,
         record: ChatKitSession,
         max_expires_at: datetime,
+        login_id: str,
     ) -> ProviderToken:
+        # `login_id` goes nowhere: the hosted session is OpenAI's, ended when the Codex
+        # session closes (`end`), not when the login that minted it does.
         config = self.app.config
         now = utcnow()
         context = {"user_id": user.id, "session_id": session.id, "agent_id": session.agent_id}

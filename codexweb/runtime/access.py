@@ -3,9 +3,10 @@
 The token is checked the way a third party would check it: EdDSA signature against the
 published key set (`codex.chatkit.jwks()`, whatever stores the keys behind it), `iss`, `aud`,
 `exp`/`nbf`. Then the session must exist, belong to `sub` (an account not disabled) and be
-active by the sessions module's own rule, so closing, expiring or deleting a session, or
-disabling its user, stops its tokens at once, not at `exp`. An access token is not a ChatKit
-token (wrong algorithm and keys): refused.
+active by the sessions module's own rule, and the login that minted the token (`lid`) must
+still be live. So closing, expiring or deleting a session, disabling its user, or ending the
+login (logout, a password reset, "log out other devices") stops its tokens at once, not at
+`exp`. An access token is not a ChatKit token (wrong algorithm and keys): refused.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from dataclasses import dataclass
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
+from ..auth.logins import login_is_live
+from ..clock import utcnow
 from ..codex.chatkit import ALGORITHM, token_issuer
 from ..codex.keys import reread_verifying_keys, verifying_keys
 from ..codex.sessions import OWNED_SESSION_FILTER, effective_status
 from ..extensions import db
-from ..models import CodexSession, User
+from ..models import CodexSession, Login, User
 from .context import RuntimeContext
-
-CLAIMS = ("sub", "sid", "exp", "iss", "aud")
 
 
 class AccessRefused(Exception):
@@ -66,7 +67,7 @@ def _verified_claims(token: str) -> dict:
         leeway=0,
         iss={"essential": True, "value": token_issuer()},
         aud={"essential": True, "value": current_app.config["CHATKIT_AUDIENCE"]},
-        **{name: {"essential": True} for name in ("sub", "sid", "exp")},
+        **{name: {"essential": True} for name in ("sub", "sid", "lid", "exp")},
     )
     # No `warnings.catch_warnings()` around this: it swaps the process's warning filters,
     # and two threads of a worker interleaving it left "ignore everything" installed for
@@ -79,12 +80,17 @@ def _verified_claims(token: str) -> dict:
     return decoded.claims
 
 
-# The token's session, while its user's account is enabled: disabling an account stops its
-# ChatKit tokens at once, as it ends its logins. Built once: every /chatkit request runs it.
+# The token's session, while the login that minted it is live (which includes its user's
+# account being enabled). Built once: every /chatkit request runs it.
 _CALLER_SESSION = (
     select(CodexSession)
     .join(User, User.id == CodexSession.user_id)
-    .where(*OWNED_SESSION_FILTER, User.disabled_at.is_(None))
+    .join(Login, Login.user_id == User.id)
+    .where(
+        *OWNED_SESSION_FILTER,
+        Login.id == bindparam("login_id"),
+        *login_is_live(bindparam("now")),
+    )
 )
 
 
@@ -100,13 +106,18 @@ def _decode(token: str) -> jwt.Token:
 
 
 def _active_session(claims: dict) -> CodexSession:
-    user_id, session_id = claims.get("sub"), claims.get("sid")
+    parameters = {
+        "user_id": claims.get("sub"),
+        "session_id": claims.get("sid"),
+        "login_id": claims.get("lid"),
+        "now": utcnow(),
+    }
     session = None
-    if isinstance(user_id, str) and isinstance(session_id, str):
-        parameters = {"user_id": user_id, "session_id": session_id}
+    if all(isinstance(parameters[name], str) for name in ("user_id", "session_id", "login_id")):
         session = db.session.scalars(_CALLER_SESSION, parameters).first()
     if session is None or effective_status(session) != "active":
         raise AccessRefused(
-            "token_invalid", "The Codex session of this ChatKit token is no longer active."
+            "token_invalid",
+            "The Codex session or the login of this ChatKit token is no longer active.",
         )
     return session
