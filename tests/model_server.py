@@ -6,7 +6,9 @@ OpenAI client, the reply split into words:
   Completions chunks (`data: {chunk}` … `data: [DONE]`);
 - `POST /v1/responses` with `stream: true` answers the Responses API's events for one
   assistant message (`response.created` … `response.output_text.delta` … `response.completed`).
-It records every request body (to check what the model was sent) and misbehaves on demand:
+Like OpenAI's, it keeps connections open between requests (the streams are chunked) and
+counts the connections it accepted. It records every request body (to check what the model
+was sent) and misbehaves on demand:
 `fail_next()` answers 500, `hang_next()` sends nothing until the test ends, and
 `word_delay` streams slowly.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +35,7 @@ class ModelServer:
     # The Responses stream names every message with this id instead of a new one each time.
     reused_item_id: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0
     _failures: list[str] = field(default_factory=list)
     _released: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,6 +75,10 @@ class ModelServer:
     def chat_requests(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.requests)
+
+    def connected(self) -> None:
+        with self._lock:
+            self.connections += 1
 
     def record(self, body: dict[str, Any]) -> None:
         with self._lock:
@@ -170,6 +178,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # As real servers do: an event goes out when written, not after the client's delayed
+        # ACK of the one before (about 40 ms on a connection that is kept open).
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.model.connected()
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
@@ -182,18 +197,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(500, {"error": {"message": "model crashed", "type": "server"}})
         if failure == "hang":
             self.model.hang()
+            self.close_connection = True
             return None
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.close_connection = True
         try:
             for event in stream(self.model):
-                self.wfile.write(event)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                 self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the runtime hung up (timeout, client gone)
+            self.close_connection = True  # the runtime hung up (timeout, client gone)
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()

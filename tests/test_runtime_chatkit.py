@@ -23,6 +23,7 @@ from codexweb.codex.keys import key_store, rotate_keys, verifying_keys
 from codexweb.extensions import db
 from codexweb.models import ChatKitItem, ChatKitThread
 from codexweb.runtime.access import caller_from_token
+from codexweb.runtime.agents import ModelClients
 from codexweb.runtime.store import SessionStore
 from tests.codex_support import new_session
 from tests.conftest import TEST_PASSWORD
@@ -251,6 +252,11 @@ def test_a_reply_the_client_walks_away_from_leaves_a_note_not_half_an_answer(
     assert notes[0]["content"] == (
         "The user cancelled the stream. Stop responding to the prior request."
     )
+    # The loop that served the cut reply serves the next one whole: nothing of it was left.
+    [thread] = call(client, token, "threads.list")["data"]
+    followed = stream(client, token, add_message_request(thread["id"], "still there?"))
+    [reply] = done_items(followed, "assistant_message")
+    assert assistant_text(reply).endswith("You said: still there?")
 
 
 def test_new_thread_ids_do_not_collide_where_the_sdks_would(
@@ -330,6 +336,33 @@ def test_a_model_agent_streams_and_follow_ups_carry_the_conversation(
         ("assistant", model_server.reply),
         ("user", "Second question"),
     ]
+
+
+def test_replies_reuse_the_open_connection_to_the_model(client, modelled, model_server):
+    """Against OpenAI a new connection is a TCP and TLS handshake before the first token: the
+    model client stays with the event loop the next request borrows, its connection open."""
+    _session, token = modelled
+    first = stream(client, token, create_request("First question"))
+    for text in ("Second question", "Third question"):
+        stream(client, token, add_message_request(first[0]["thread"]["id"], text))
+    assert len(model_server.chat_requests()) == 3
+    assert model_server.connections == 1
+
+
+def test_at_most_eight_model_clients_are_kept_per_loop():
+    """A loop keeps a client per model setting; a ninth closes the least recently used."""
+
+    async def use_nine_settings():
+        kept = ModelClients()
+        settings = [(f"http://127.0.0.1:{port}/v1", "key", 5.0) for port in range(9, 18)]
+        eight = [await kept.client(each) for each in settings[:8]]
+        assert await kept.client(settings[0]) is eight[0]  # used again: the most recent now
+        ninth = await kept.client(settings[8])
+        return eight, ninth
+
+    eight, ninth = asyncio.run(use_nine_settings())
+    assert [client.is_closed() for client in eight] == [False, True, *[False] * 6]
+    assert not ninth.is_closed()
 
 
 def _text(content) -> str:

@@ -17,7 +17,9 @@ import functools
 import json
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -92,21 +94,59 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _model(spec: dict[str, Any], default_api_key: str | None, timeout: float):
-    base_url = spec.get("base_url")
-    # Created per conversation: the client's connection pool belongs to this request's
-    # event loop, which ends with the request.
-    client = AsyncOpenAI(
+class ModelClients:
+    """The model clients kept on one event loop, by their settings, most recently used last.
+
+    A client's connections belong to the loop they were opened on, so the clients are kept
+    with the loop (`server.RequestLoop`): the next conversation on it reuses an open
+    connection instead of a new TCP (and TLS) handshake. At most `MAX` settings are kept; the
+    least recently used client beyond them is closed.
+    """
+
+    MAX = 8
+
+    def __init__(self) -> None:
+        self._clients: OrderedDict[tuple, AsyncOpenAI] = OrderedDict()
+
+    async def client(self, settings: tuple) -> AsyncOpenAI:
+        client = self._clients.get(settings)
+        if client is None:
+            client = self._clients[settings] = _new_client(*settings)
+        self._clients.move_to_end(settings)
+        while len(self._clients) > self.MAX:
+            _, evicted = self._clients.popitem(last=False)
+            await evicted.close()
+        return client
+
+
+# The clients kept on the loop this request runs on; None on a loop that ends with the
+# request, whose conversation closes its own client.
+KEPT_CLIENTS: ContextVar[ModelClients | None] = ContextVar("codexweb_model_clients", default=None)
+
+
+def _new_client(base_url: str | None, api_key: str, timeout: float) -> AsyncOpenAI:
+    return AsyncOpenAI(
         base_url=base_url,
-        api_key=spec.get("api_key") or default_api_key or "not-needed",
+        api_key=api_key,
         timeout=timeout,
         max_retries=0,
         http_client=DefaultAsyncHttpxClient(verify=_tls_context(), timeout=timeout),
     )
+
+
+async def _model(spec: dict[str, Any], default_api_key: str | None, timeout: float):
+    """The agent's model, its API, and its client if this conversation must close it."""
+    base_url = spec.get("base_url")
+    settings = (base_url, spec.get("api_key") or default_api_key or "not-needed", timeout)
+    kept = KEPT_CLIENTS.get()
+    if kept is None:
+        client = own_client = _new_client(*settings)
+    else:
+        client, own_client = await kept.client(settings), None
     api = spec.get("api") or ("chat_completions" if base_url else "responses")
     if api == "responses":
-        return OpenAIResponsesModel(model=spec["model"], openai_client=client), api, client
-    return OpenAIChatCompletionsModel(model=spec["model"], openai_client=client), api, client
+        return OpenAIResponsesModel(model=spec["model"], openai_client=client), api, own_client
+    return OpenAIChatCompletionsModel(model=spec["model"], openai_client=client), api, own_client
 
 
 async def model_reply(
@@ -119,7 +159,7 @@ async def model_reply(
     timeout: float,
 ) -> AsyncIterator[ThreadStreamEvent]:
     """Stream the configured model's answer to the thread so far."""
-    model, api, client = _model(spec, default_api_key, timeout)
+    model, api, own_client = await _model(spec, default_api_key, timeout)
     agent = Agent(
         name=spec.get("name") or context.agent_id,
         instructions=instructions_for(spec, context),
@@ -139,7 +179,8 @@ async def model_reply(
             yield event
     finally:
         result.cancel()
-        await client.close()
+        if own_client is not None:
+            await own_client.close()
 
 
 async def _with_real_ids(

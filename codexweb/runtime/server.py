@@ -13,9 +13,12 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 from chatkit.errors import CustomStreamError
@@ -42,7 +45,7 @@ from pydantic import TypeAdapter, ValidationError
 from .. import metrics
 from ..codex import sessions
 from ..logging import emit
-from .agents import agent_spec, demo_reply, model_reply
+from .agents import KEPT_CLIENTS, ModelClients, agent_spec, demo_reply, model_reply
 from .context import RuntimeContext
 from .store import SessionStore
 
@@ -238,11 +241,11 @@ def chatkit_server() -> CodexChatKitServer:
 def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
     """The JSON answer to a ChatKit request, or its Server-Sent Events as a generator.
 
-    Flask is WSGI and the SDK is async: each request gets a small event loop of its own
-    (`RequestLoop`), so the store uses Flask-SQLAlchemy's session as any view does, and one
-    slow conversation holds one thread, never another conversation. The first event is
-    produced here, so a thread that is not the caller's is an error answer rather than a
-    stream that breaks after its headers.
+    Flask is WSGI and the SDK is async: each request runs on an event loop of its own for as
+    long as it lasts (`RequestLoop`), in its own thread, so the store uses Flask-SQLAlchemy's
+    session as any view does, and one slow conversation holds one thread, never another
+    conversation. The first event is produced here, so a thread that is not the caller's is
+    an error answer rather than a stream that breaks after its headers.
     """
     loop = RequestLoop()
     try:
@@ -271,29 +274,94 @@ def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
 
 
 class RequestLoop:
-    """One request's event loop, run with the request's context (Flask's app and request).
+    """Where one request's async work runs, with the request's context (Flask's app and
+    request, so the store uses the request's database session).
 
-    It runs in the request's own thread, unless that thread already runs an event loop (an
-    async host, or a test harness such as Playwright's sync API): asyncio allows one running
-    loop per thread, so then it runs in a helper thread of its own, with the same context.
+    Normally on an event loop borrowed from the process's `LOOPS` for the request, in the
+    request's own thread, and given back at its end: a loop and the model clients kept on it
+    serve conversation after conversation. A new loop and a new client with a new connection
+    per conversation cost CPU, and against a remote model a TCP and TLS handshake before the
+    first token (docs/PERFORMANCE.md, round 8). When the thread already runs an event loop
+    (an async host, or a test harness such as Playwright's sync API), asyncio allows no second
+    one there: the request then runs on a loop of its own in a helper thread, closed with it.
     """
 
     def __init__(self) -> None:
-        self._runner = asyncio.Runner()
         self._context = contextvars.copy_context()
-        self._helper = ThreadPoolExecutor(1) if _thread_runs_a_loop() else None
+        if _thread_runs_a_loop():
+            self._kept = None
+            self._runner = asyncio.Runner()
+            self._helper = ThreadPoolExecutor(1)
+        else:
+            self._kept = LOOPS.borrow()
+            self._runner = self._kept.runner
+            self._helper = None
+            self._context.run(KEPT_CLIENTS.set, self._kept.clients)
 
     def run(self, coroutine):
         if self._helper is None:
             return self._runner.run(coroutine, context=self._context)
         return self._helper.submit(self._runner.run, coroutine, context=self._context).result()
 
-    def close(self) -> None:
-        if self._helper is None:
-            self._runner.close()
+    def close(self, *, cut_short=None) -> None:
+        """End the request's work on the loop: close `cut_short` (a stream the client left)
+        and whatever the request left running, in the request's context."""
+        if self._helper is not None:
+            try:
+                if cut_short is not None:
+                    self.run(_close_stream(cut_short))
+            finally:
+                self._helper.submit(self._runner.close).result()
+                self._helper.shutdown()
             return
-        self._helper.submit(self._runner.close).result()
-        self._helper.shutdown()
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return  # closed already
+        try:
+            self.run(_end_request(cut_short))
+        except BaseException:
+            kept.runner.close()  # a loop in an unknown state is not lent again
+            raise
+        LOOPS.give_back(kept)
+
+
+@dataclass
+class KeptLoop:
+    runner: asyncio.Runner
+    clients: ModelClients
+
+
+class LoopPool:
+    """The event loops of this process's /chatkit requests, lent to one request at a time.
+
+    The most recently given back is lent first, so a quiet server keeps using one loop and its
+    model connections stay warm. The pool grows to the number of conversations at once (a
+    gthread worker's threads at most). A loop is not tied to a thread: with Flask's
+    development server, a thread per request, the loops still outlive their requests.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[KeptLoop] = []
+        self._pid = os.getpid()
+
+    def borrow(self) -> KeptLoop:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: its parent's loops are not its own
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        # Made by a factory, the loop is never any thread's "current" loop: a loop lent to
+        # several threads in turn must not be what `asyncio.get_event_loop()` finds in one.
+        return KeptLoop(asyncio.Runner(loop_factory=asyncio.new_event_loop), ModelClients())
+
+    def give_back(self, kept: KeptLoop) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append(kept)
+
+
+LOOPS = LoopPool()
 
 
 def _thread_runs_a_loop() -> bool:
@@ -310,10 +378,10 @@ async def _next(stream: AsyncIterator[bytes]) -> bytes:
 
 
 def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
-    """The SDK's event stream as a WSGI body, driven on the request's own event loop.
+    """The SDK's event stream as a WSGI body, driven on the request's event loop.
 
     When the client goes away the server closes this generator: the async stream is closed
-    (no reply is stored half-written) and the loop ends with the request.
+    (no reply is stored half-written) and the request's work on the loop ends with it.
     """
     finished = False
     try:
@@ -333,16 +401,44 @@ def _events(loop: RequestLoop, first: bytes, stream) -> Iterator[bytes]:
                 return
             yield chunk
     finally:
-        try:
-            if not finished:
-                loop.run(_close_stream(stream))
-        finally:
-            loop.close()
+        loop.close(cut_short=None if finished else stream)
+
+
+async def _end_request(cut_short=None) -> None:
+    """What closing the request's own loop did, leaving the loop open for the next request.
+
+    A stream cut short is closed first, then the SDK's generators inside it (the reply's
+    among them) and any task the request left (the Agents SDK's run of a reply cut short):
+    here, in the request's context (its app and database session), so a reply cut short
+    stores its note now and nothing of this request runs in the next one.
+    """
+    if cut_short is not None:
+        await cut_short.aclose()
+    await _close_generators()
+    current = asyncio.current_task()
+    left = [task for task in asyncio.all_tasks() if task is not current]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.gather(*left, return_exceptions=True)
+    await _close_generators()
 
 
 async def _close_stream(stream) -> None:
-    """Close a stream cut short, and the SDK's generators inside it (the reply's among them)
-    here, in the request's context (its app and database session), not later in the loop's
-    shutdown in whichever thread runs it: a reply cut short stores its note now."""
+    """`_end_request` for a loop that ends with the request (its close does the rest)."""
     await stream.aclose()
-    await asyncio.get_running_loop().shutdown_asyncgens()
+    await _close_generators()
+
+
+async def _close_generators() -> None:
+    """Close the async generators begun on this loop and not closed yet.
+
+    `loop.shutdown_asyncgens()` does this too, but then refuses every generator begun on the
+    loop after it: a loop kept for the next request cannot use it. The loop's own record of
+    its generators (`_asyncgens`, what `shutdown_asyncgens` reads) is private to asyncio.
+    """
+    loop = asyncio.get_running_loop()
+    generators = list(loop._asyncgens)
+    loop._asyncgens.clear()
+    if generators:
+        await asyncio.gather(*(agen.aclose() for agen in generators), return_exceptions=True)
