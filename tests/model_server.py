@@ -9,8 +9,10 @@ OpenAI client, the reply split into words:
 Like OpenAI's, it keeps connections open between requests (the streams are chunked) and
 counts the connections it accepted. It records every request body (to check what the model
 was sent) and misbehaves on demand:
-`fail_next()` answers 500, `hang_next()` sends nothing until the test ends, and
-`word_delay` streams slowly.
+`fail_next()` answers 500, `hang_next()` sends nothing until the test ends,
+`close_kept_connection_next()` hangs up on the next request that arrives on a connection it
+has answered before (what a server whose idle timeout just fired does), and `word_delay`
+streams slowly.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ModelServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
     _failures: list[str] = field(default_factory=list)
+    _close_kept: bool = False
     _released: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -63,6 +66,15 @@ class ModelServer:
     def fail_next(self, times: int = 1) -> None:
         with self._lock:
             self._failures.extend(["fail"] * times)
+
+    def close_kept_connection_next(self) -> None:
+        with self._lock:
+            self._close_kept = True
+
+    def closes_kept_connection(self) -> bool:
+        with self._lock:
+            close, self._close_kept = self._close_kept, False
+            return close
 
     def hang_next(self, times: int = 1) -> None:
         with self._lock:
@@ -188,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        self.answered = getattr(self, "answered", 0) + 1
+        if self.answered > 1 and self.model.closes_kept_connection():
+            self.close_connection = True  # no answer: the client sees the connection end
+            return None
         stream = STREAMS.get(self.path)
         if stream is None:
             return self._answer(404, {"error": {"message": "not found", "type": "invalid"}})

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import json
+import logging
 import uuid
 import warnings
 from datetime import datetime
@@ -24,6 +26,7 @@ from codexweb.extensions import db
 from codexweb.models import ChatKitItem, ChatKitThread
 from codexweb.runtime.access import caller_from_token
 from codexweb.runtime.agents import ModelClients
+from codexweb.runtime.server import CodexChatKitServer, KeptLoop, LoopPool
 from codexweb.runtime.store import SessionStore
 from tests.codex_support import new_session
 from tests.conftest import TEST_PASSWORD
@@ -259,6 +262,27 @@ def test_a_reply_the_client_walks_away_from_leaves_a_note_not_half_an_answer(
     assert assistant_text(reply).endswith("You said: still there?")
 
 
+def test_a_failure_while_ending_a_reply_cut_short_is_logged_not_lost(
+    client, token, monkeypatch, caplog
+):
+    """The note of a reply cut short could not be stored: asyncio's own shutdown logged that;
+    closing the request's work on a kept loop must too."""
+
+    async def cannot_store(self, thread, pending_items, context):
+        raise RuntimeError("the database is down")
+
+    monkeypatch.setattr(CodexChatKitServer, "handle_stream_cancelled", cannot_store)
+    response = client.post("/chatkit", json=create_request("hello"), headers=token, buffered=False)
+    chunks = iter(response.response)
+    while b"assistant_message" not in next(chunks):  # the reply has begun
+        pass
+    with caplog.at_level(logging.ERROR, logger="codexweb.runtime.server"):
+        response.close()
+    [failure] = [r for r in caplog.records if r.name == "codexweb.runtime.server"]
+    assert failure.getMessage().endswith("failed")
+    assert "the database is down" in str(failure.exc_info[1])
+
+
 def test_new_thread_ids_do_not_collide_where_the_sdks_would(
     client, owner, token, make_user, auth_headers, monkeypatch
 ):
@@ -347,6 +371,59 @@ def test_replies_reuse_the_open_connection_to_the_model(client, modelled, model_
         stream(client, token, add_message_request(first[0]["thread"]["id"], text))
     assert len(model_server.chat_requests()) == 3
     assert model_server.connections == 1
+
+
+def test_a_kept_connection_the_model_server_just_closed_costs_the_user_nothing(
+    client, modelled, model_server, events
+):
+    """A server closes idle connections (uvicorn, under vLLM and LiteLLM, after 5 s): the
+    next request may go out on one at the moment it does. Nothing has reached the user yet,
+    so the reply is asked for once more, on a new connection."""
+    _session, token = modelled
+    first = stream(client, token, create_request("First question"))
+    model_server.close_kept_connection_next()
+    second = stream(client, token, add_message_request(first[0]["thread"]["id"], "Second"))
+    assert assistant_text(done_items(second, "assistant_message")[0]) == model_server.reply
+    assert second[-1]["type"] != "error"
+    assert model_server.connections == 2
+    assert events.named("chatkit.response.failed") == []
+
+
+MARKER = contextvars.ContextVar("marker", default="nothing")
+
+
+def test_a_kept_loop_holds_nothing_of_the_request_that_made_it():
+    """A kept loop lives as long as its worker: the context it starts in stays with it, and
+    must not be the first request's (its body, `g`, database objects)."""
+
+    async def seen() -> str:
+        return MARKER.get()
+
+    def first_request() -> KeptLoop:
+        MARKER.set("the first request's data")
+        kept = LoopPool().borrow()
+        assert kept.runner.run(seen(), context=contextvars.copy_context()) != "nothing"
+        return kept
+
+    kept = contextvars.copy_context().run(first_request)
+    assert kept.runner.run(seen()) == "nothing"  # the loop's own context
+    kept.close()
+
+
+def test_a_loop_unused_for_a_minute_is_closed_with_its_connections(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("codexweb.runtime.server.time.monotonic", lambda: now[0])
+    pool = LoopPool()
+    idle, busy = pool.borrow(), pool.borrow()
+    client = idle.runner.run(idle.clients.client(("http://127.0.0.1:9/v1", "key", 5.0)))
+    pool.give_back(idle)
+    now[0] += 30
+    pool.give_back(busy)
+    now[0] += 31  # `idle` unused for 61 s, `busy` for 31 s
+    assert pool.borrow() is busy
+    assert client.is_closed()
+    assert pool.borrow() is not idle  # a new loop: the stale one is gone
+    busy.close()
 
 
 def test_at_most_eight_model_clients_are_kept_per_loop():

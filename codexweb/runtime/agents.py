@@ -42,7 +42,7 @@ from chatkit.types import (
     ThreadMetadata,
     ThreadStreamEvent,
 )
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAsyncHttpxClient
 
 from .context import RuntimeContext
 from .store import SessionStore
@@ -118,6 +118,11 @@ class ModelClients:
             await evicted.close()
         return client
 
+    async def close_all(self) -> None:
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            await client.close()
+
 
 # The clients kept on the loop this request runs on; None on a loop that ends with the
 # request, whose conversation closes its own client.
@@ -168,17 +173,28 @@ async def model_reply(
     history = await store.load_thread_items(thread.id, None, HISTORY_ITEMS, "desc", context)
     items: list[ThreadItem] = list(reversed(history.data))
     converter = ChatCompletionsConverter() if api == "chat_completions" else ThreadItemConverter()
-    agent_context = AgentContext(thread=thread, store=store, request_context=context)
-    result = Runner.run_streamed(
-        agent, await converter.to_agent_input(items), context=agent_context
-    )
+    agent_input = await converter.to_agent_input(items)
     try:
-        async for event in _with_real_ids(
-            stream_agent_response(agent_context, result), store, thread, context
-        ):
-            yield event
+        for attempt in range(2):
+            agent_context = AgentContext(thread=thread, store=store, request_context=context)
+            result = Runner.run_streamed(agent, agent_input, context=agent_context)
+            answered = False
+            try:
+                async for event in _with_real_ids(
+                    stream_agent_response(agent_context, result), store, thread, context
+                ):
+                    answered = True
+                    yield event
+                return
+            except APIConnectionError as error:
+                if answered or attempt or own_client or isinstance(error, APITimeoutError):
+                    raise
+                # A kept connection the model server closed just as the request went out
+                # (its idle timeout): nothing reached the user, so ask once more, on a new
+                # connection. A timeout is not retried: it would double the user's wait.
+            finally:
+                result.cancel()
     finally:
-        result.cancel()
         if own_client is not None:
             await own_client.close()
 

@@ -49,6 +49,8 @@ from .agents import KEPT_CLIENTS, ModelClients, agent_spec, demo_reply, model_re
 from .context import RuntimeContext
 from .store import SessionStore
 
+log = logging.getLogger(__name__)
+
 UNAVAILABLE = "The agent is unavailable right now. Please try again."
 
 
@@ -320,7 +322,7 @@ class RequestLoop:
         try:
             self.run(_end_request(cut_short))
         except BaseException:
-            kept.runner.close()  # a loop in an unknown state is not lent again
+            _close_quietly(kept)  # a loop in an unknown state is not lent again
             raise
         LOOPS.give_back(kept)
 
@@ -329,6 +331,24 @@ class RequestLoop:
 class KeptLoop:
     runner: asyncio.Runner
     clients: ModelClients
+    returned_at: float = 0.0
+
+    @classmethod
+    def new(cls) -> KeptLoop:
+        # Made by a factory, the loop is never any thread's "current" loop: a loop lent to
+        # several threads in turn must not be what `asyncio.get_event_loop()` finds in one.
+        runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+        # Started in an empty context: the runner and the loop's own handles keep the context
+        # they start in, for the loop's life, and it must not be a request's (its data, `g`).
+        contextvars.Context().run(runner.get_loop)
+        return cls(runner, ModelClients())
+
+    def close(self) -> None:
+        """Close the loop and its model clients' connections (the loop is not running)."""
+        try:
+            self.runner.run(self.clients.close_all(), context=contextvars.Context())
+        finally:
+            self.runner.close()
 
 
 class LoopPool:
@@ -336,29 +356,47 @@ class LoopPool:
 
     The most recently given back is lent first, so a quiet server keeps using one loop and its
     model connections stay warm. The pool grows to the number of conversations at once (a
-    gthread worker's threads at most). A loop is not tied to a thread: with Flask's
+    gthread worker's threads at most); a loop unused for `IDLE_SECONDS` is closed, with its
+    connections, when a request next borrows one. A loop is not tied to a thread: with Flask's
     development server, a thread per request, the loops still outlive their requests.
     """
 
+    IDLE_SECONDS = 60.0
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: list[KeptLoop] = []
+        self._idle: list[KeptLoop] = []  # least recently given back first
         self._pid = os.getpid()
 
     def borrow(self) -> KeptLoop:
         with self._lock:
             if self._pid != os.getpid():  # a forked child: its parent's loops are not its own
                 self._idle, self._pid = [], os.getpid()
-            if self._idle:
-                return self._idle.pop()
-        # Made by a factory, the loop is never any thread's "current" loop: a loop lent to
-        # several threads in turn must not be what `asyncio.get_event_loop()` finds in one.
-        return KeptLoop(asyncio.Runner(loop_factory=asyncio.new_event_loop), ModelClients())
+            stale = self._take_stale(time.monotonic() - self.IDLE_SECONDS)
+            kept = self._idle.pop() if self._idle else None
+        for loop in stale:
+            _close_quietly(loop)
+        return kept or KeptLoop.new()
 
     def give_back(self, kept: KeptLoop) -> None:
+        kept.returned_at = time.monotonic()
         with self._lock:
             if self._pid == os.getpid():
                 self._idle.append(kept)
+
+    def _take_stale(self, before: float) -> list[KeptLoop]:
+        count = 0
+        while count < len(self._idle) and self._idle[count].returned_at < before:
+            count += 1
+        stale, self._idle[:count] = self._idle[:count], []
+        return stale
+
+
+def _close_quietly(kept: KeptLoop) -> None:
+    try:
+        kept.close()
+    except Exception:
+        log.warning("closing an idle event loop of /chatkit failed", exc_info=True)
 
 
 LOOPS = LoopPool()
@@ -420,7 +458,8 @@ async def _end_request(cut_short=None) -> None:
     for task in left:
         task.cancel()
     if left:
-        await asyncio.gather(*left, return_exceptions=True)
+        ended = await asyncio.gather(*left, return_exceptions=True)
+        _log_failures("a task the request left", ended)
     await _close_generators()
 
 
@@ -441,4 +480,14 @@ async def _close_generators() -> None:
     generators = list(loop._asyncgens)
     loop._asyncgens.clear()
     if generators:
-        await asyncio.gather(*(agen.aclose() for agen in generators), return_exceptions=True)
+        closed = await asyncio.gather(
+            *(agen.aclose() for agen in generators), return_exceptions=True
+        )
+        _log_failures("closing an async generator of the request", closed)
+
+
+def _log_failures(what: str, results: list) -> None:
+    """Log what failed while a request's work ended (asyncio's own shutdown logs these too)."""
+    for result in results:
+        if isinstance(result, Exception):
+            log.error("%s failed", what, exc_info=result)
