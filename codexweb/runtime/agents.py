@@ -44,6 +44,7 @@ from chatkit.types import (
 )
 from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAsyncHttpxClient
 
+from ..logging import emit
 from .context import RuntimeContext
 from .store import SessionStore
 
@@ -176,6 +177,7 @@ async def model_reply(
     agent_input = await converter.to_agent_input(items)
     try:
         for attempt in range(2):
+            tasks_before = asyncio.all_tasks()
             agent_context = AgentContext(thread=thread, store=store, request_context=context)
             result = Runner.run_streamed(agent, agent_input, context=agent_context)
             answered = False
@@ -192,11 +194,29 @@ async def model_reply(
                 # A kept connection the model server closed just as the request went out
                 # (its idle timeout): nothing reached the user, so ask once more, on a new
                 # connection. A timeout is not retried: it would double the user's wait.
+                # (Safe while agents have no tools: a tool run before the failure would run
+                # again.)
+                emit(
+                    "chatkit.model.retried",
+                    user_id=context.user_id,
+                    session_id=context.session_id,
+                    thread_id=thread.id,
+                    agent_id=context.agent_id,
+                    error=type(error).__name__,
+                )
             finally:
                 result.cancel()
+            await _end_tasks(asyncio.all_tasks() - tasks_before - {asyncio.current_task()})
     finally:
         if own_client is not None:
             await own_client.close()
+
+
+async def _end_tasks(tasks: set[asyncio.Task]) -> None:
+    """End what a failed attempt left running (the SDKs' stream readers), before the next."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _with_real_ids(

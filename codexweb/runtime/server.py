@@ -16,7 +16,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -363,7 +364,8 @@ class LoopPool:
 
     IDLE_SECONDS = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._idle: list[KeptLoop] = []  # least recently given back first
         self._pid = os.getpid()
@@ -372,15 +374,15 @@ class LoopPool:
         with self._lock:
             if self._pid != os.getpid():  # a forked child: its parent's loops are not its own
                 self._idle, self._pid = [], os.getpid()
-            stale = self._take_stale(time.monotonic() - self.IDLE_SECONDS)
+            stale = self._take_stale(self._clock() - self.IDLE_SECONDS)
             kept = self._idle.pop() if self._idle else None
         for loop in stale:
             _close_quietly(loop)
         return kept or KeptLoop.new()
 
     def give_back(self, kept: KeptLoop) -> None:
-        kept.returned_at = time.monotonic()
         with self._lock:
+            kept.returned_at = self._clock()
             if self._pid == os.getpid():
                 self._idle.append(kept)
 
@@ -395,8 +397,8 @@ class LoopPool:
 def _close_quietly(kept: KeptLoop) -> None:
     try:
         kept.close()
-    except Exception:
-        log.warning("closing an idle event loop of /chatkit failed", exc_info=True)
+    except Exception as error:
+        _log_failures("closing an event loop of /chatkit", [error])
 
 
 LOOPS = LoopPool()
@@ -487,7 +489,10 @@ async def _close_generators() -> None:
 
 
 def _log_failures(what: str, results: list) -> None:
-    """Log what failed while a request's work ended (asyncio's own shutdown logs these too)."""
+    """Log what failed while a request's work ended, as asyncio's own shutdown would: the
+    error's type and where it was raised, not its message (a model's or driver's message can
+    quote what the user wrote)."""
     for result in results:
         if isinstance(result, Exception):
-            log.error("%s failed", what, exc_info=result)
+            where = "".join(traceback.format_tb(result.__traceback__))
+            log.error("%s failed: %s\n%s", what, type(result).__name__, where)
