@@ -27,7 +27,8 @@ from codexweb.extensions import db
 from codexweb.models import ChatKitItem, ChatKitThread
 from codexweb.runtime.access import caller_from_token
 from codexweb.runtime.agents import ModelClients
-from codexweb.runtime.server import CodexChatKitServer, KeptLoop, LoopPool
+from codexweb.runtime.loops import KeptLoop, LoopPool
+from codexweb.runtime.server import CodexChatKitServer
 from codexweb.runtime.store import SessionStore
 from tests.codex_support import new_session
 from tests.conftest import TEST_PASSWORD
@@ -279,9 +280,9 @@ def test_a_failure_while_ending_a_reply_cut_short_is_logged_not_lost(
     chunks = iter(response.response)
     while b"assistant_message" not in next(chunks):  # the reply has begun
         pass
-    with caplog.at_level(logging.ERROR, logger="codexweb.runtime.server"):
+    with caplog.at_level(logging.ERROR, logger="codexweb.runtime.loops"):
         response.close()
-    [failure] = [r for r in caplog.records if r.name == "codexweb.runtime.server"]
+    [failure] = [r for r in caplog.records if r.name == "codexweb.runtime.loops"]
     assert "failed: RuntimeError" in failure.getMessage()
     assert "cannot_store" in failure.getMessage()  # where it was raised
     assert "the database is down" not in failure.getMessage()  # a message may quote the user

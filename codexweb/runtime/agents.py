@@ -99,7 +99,7 @@ class ModelClients:
     """The model clients kept on one event loop, by their settings, most recently used last.
 
     A client's connections belong to the loop they were opened on, so the clients are kept
-    with the loop (`server.RequestLoop`): the next conversation on it reuses an open
+    with the loop (`loops.RequestLoop`): the next conversation on it reuses an open
     connection instead of a new TCP (and TLS) handshake. At most `MAX` settings are kept; the
     least recently used client beyond them is closed.
     """

@@ -5,9 +5,9 @@ token check already tied to its user: another session's thread, item or attachme
 `NotFoundError` to the SDK, exactly as if it did not exist. The SDK's own JSON of each object
 is stored as it gave it, so what the protocol reads back is what it wrote.
 
-The methods are `async` because the SDK awaits them; they run plain SQLAlchemy on the request
-thread's own event loop (see `runtime/server.py`), so Flask-SQLAlchemy's scoped session and
-the app context work as in any view.
+The methods are `async` because the SDK awaits them; they run plain SQLAlchemy on the event
+loop the request has to itself, in its own thread (see `runtime/loops.py`), so
+Flask-SQLAlchemy's scoped session and the app context work as in any view.
 """
 
 from __future__ import annotations
