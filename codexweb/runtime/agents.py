@@ -198,10 +198,7 @@ async def model_reply(
                 # again.)
                 emit(
                     "chatkit.model.retried",
-                    user_id=context.user_id,
-                    session_id=context.session_id,
-                    thread_id=thread.id,
-                    agent_id=context.agent_id,
+                    **context.event_fields(thread.id),
                     error=type(error).__name__,
                 )
             finally:

@@ -38,3 +38,13 @@ class RuntimeContext:
     newest_items: dict[str, tuple[tuple[ThreadItem, ...], bool]] = field(
         default_factory=dict, compare=False, repr=False
     )
+
+    def event_fields(self, thread_id: str) -> dict[str, str]:
+        """Who and where, for the runtime's events about a thread (never what was said)."""
+        return {
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "thread_id": thread_id,
+            "agent_id": self.agent_id,
+            "placement": self.placement,
+        }

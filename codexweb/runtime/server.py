@@ -105,7 +105,7 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
             emit(
                 "chatkit.response.failed",
                 logging.WARNING,
-                **_fields(thread, context),
+                **context.event_fields(thread.id),
                 error=type(error).__name__,
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
@@ -114,7 +114,7 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
             metrics.stream_finished()
         emit(
             "chatkit.response.completed",
-            **_fields(thread, context),
+            **context.event_fields(thread.id),
             first_token_ms=first_token_ms,
             duration_ms=round((time.monotonic() - started) * 1000),
             output_chars=output_chars,
@@ -146,7 +146,9 @@ class CodexChatKitServer(ChatKitServer[RuntimeContext]):
         sessions.set_current_thread(context.codex_session, thread.id)
         sessions.touch(context.codex_session)
         emit(
-            "chatkit.message.received", **_fields(thread, context), chars=len(message_text(message))
+            "chatkit.message.received",
+            **context.event_fields(thread.id),
+            chars=len(message_text(message)),
         )
 
     async def add_feedback(
@@ -179,16 +181,6 @@ def _failure_reason(error: Exception) -> str:
         if isinstance(error, TimeoutError) or "Timeout" in type(error).__name__
         else "error"
     )
-
-
-def _fields(thread: ThreadMetadata, context: RuntimeContext) -> dict:
-    return {
-        "user_id": context.user_id,
-        "session_id": context.session_id,
-        "thread_id": thread.id,
-        "agent_id": context.agent_id,
-        "placement": context.placement,
-    }
 
 
 # Serving: the SDK's async answer on the request's own event loop -----------------------------

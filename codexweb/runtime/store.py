@@ -141,14 +141,7 @@ class SessionStore(Store[RuntimeContext]):
                     data=fields,
                 )
             )
-            emit(
-                "chatkit.thread.created",
-                user_id=context.user_id,
-                session_id=context.session_id,
-                thread_id=thread.id,
-                agent_id=context.agent_id,
-                placement=context.placement,
-            )
+            emit("chatkit.thread.created", **context.event_fields(thread.id))
         elif row.codex_session_id != context.session_id or row.user_id != context.user_id:
             raise NotFoundError(f"Thread {thread.id} not found")
         else:
