@@ -9,7 +9,6 @@ message), keeps the events (never the text), and turns a failing model into the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -194,30 +193,15 @@ class NotAChatKitRequest(Exception):
     """The body is not a request of the ChatKit protocol."""
 
 
-class RequestDoesNotFit(Exception):
-    """A protocol request the thread cannot take: retrying after an item that is not a user
-    message, a tool's output with no tool call pending. The SDK says so with `ValueError`
-    before anything is stored; its message (about the caller's own ids) is the reason."""
+class SdkRefused(Exception):
+    """The SDK refused the request with `ValueError` before storing anything. Whether that is
+    the thread's state (retrying after an item that is not a user message, a tool's output
+    with no tool call pending: the message is the reason) or a fault of ours depends on the
+    request's type, which the view knows (`views.THREAD_STATE_REQUESTS`)."""
 
-
-# The requests whose `ValueError` means "not in this thread's state" (see RequestDoesNotFit).
-# Anywhere else a ValueError is a fault of ours and stays a 500, with its traceback logged.
-THREAD_STATE_REQUESTS = frozenset(
-    {
-        "threads.retry_after_item",
-        "threads.add_client_tool_output",
-        "threads.add_structured_input",
-        "items.feedback",
-    }
-)
-
-
-def _request_type(body: bytes) -> str | None:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    return parsed.get("type") if isinstance(parsed, dict) else None
+    def __init__(self, error: ValueError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def chatkit_server() -> CodexChatKitServer:
@@ -251,9 +235,7 @@ def answer(body: bytes, context: RuntimeContext) -> bytes | Iterator[bytes]:
         raise NotAChatKitRequest() from None
     except ValueError as error:
         loop.close()
-        if _request_type(body) not in THREAD_STATE_REQUESTS:
-            raise
-        raise RequestDoesNotFit(str(error)) from None
+        raise SdkRefused(error) from error
     except BaseException:
         loop.close()
         raise

@@ -31,6 +31,17 @@ AGENT_REQUESTS = MESSAGE_REQUESTS | {
     "threads.add_client_tool_output",
     "threads.add_structured_input",
 }
+# The requests the SDK refuses with `ValueError` when the thread cannot take them now
+# (`server.SdkRefused`): a 422 with the SDK's reason. Any other request's ValueError is a
+# fault of ours and stays a 500, with its traceback logged.
+THREAD_STATE_REQUESTS = frozenset(
+    {
+        "threads.retry_after_item",
+        "threads.add_client_tool_output",
+        "threads.add_structured_input",
+        "items.feedback",
+    }
+)
 # Protocol features this server does not offer (no attachment store, no dictation, no widget
 # actions): refused up front with a clear answer instead of failing inside the SDK.
 UNSUPPORTED_REQUESTS = frozenset(
@@ -175,7 +186,7 @@ def chatkit():
     check_message_length()
     # The SDKs take seconds to import: only workers that serve /chatkit pay for them (and
     # gunicorn.conf.py warms them up in the background when a worker starts).
-    from .server import NotAChatKitRequest, RequestDoesNotFit, UnknownObject, answer
+    from .server import NotAChatKitRequest, SdkRefused, UnknownObject, answer
 
     try:
         result = answer(request.get_data(cache=True), caller.context)
@@ -186,7 +197,9 @@ def chatkit():
             [{"field": "body", "message": "Not a ChatKit request."}],
             "The body is not a ChatKit protocol request.",
         ) from None
-    except RequestDoesNotFit as refused:
+    except SdkRefused as refused:
+        if protocol_request().get("type") not in THREAD_STATE_REQUESTS:
+            raise refused.error from None  # a fault of ours: a 500, its traceback logged
         raise invalid_request(
             [{"field": "params", "message": str(refused)}],
             "The thread cannot take this request now.",
