@@ -873,8 +873,23 @@ def test_feedback_is_kept_with_its_items(client, token, app, owner, make_user, a
     assert verdicts(app) == {message["id"]: None, reply["id"]: "positive"}
 
 
-def test_a_body_that_is_not_a_chatkit_request_is_422(client, token):
-    problem(client.post("/chatkit", data="nonsense", headers=token), 422, "invalid_request")
+@pytest.mark.parametrize(
+    "body",
+    [
+        "nonsense",
+        "{}",
+        '{"type": {}, "params": {"limit": 20}}',  # once a 500: a dict in a set lookup
+        '{"type": ["threads.create"], "params": {}}',
+        '{"type": 7}',
+        '{"type": null}',
+        '{"type": "threads.create", "params": "hello"}',
+        '{"type": "threads.nope", "params": {}}',
+    ],
+)
+def test_a_body_that_is_not_a_chatkit_request_is_422(client, token, app, body):
+    response = client.post("/chatkit", data=body, content_type="application/json", headers=token)
+    problem(response, 422, "invalid_request")
+    assert stored(app) == (0, 0)
 
 
 # The transcript --------------------------------------------------------------------------

@@ -93,12 +93,19 @@ def protocol_request() -> dict[str, Any]:
     return g.chatkit_request
 
 
+def request_type() -> str | None:
+    """The request's `type`, or None when it has none that is a string (the SDK then refuses
+    the body; until then it must not reach a set lookup, where a JSON object fails)."""
+    kind = protocol_request().get("type")
+    return kind if isinstance(kind, str) else None
+
+
 def is_new_message() -> bool:
-    return protocol_request().get("type") in MESSAGE_REQUESTS
+    return request_type() in MESSAGE_REQUESTS
 
 
 def runs_the_agent() -> bool:
-    return protocol_request().get("type") in AGENT_REQUESTS
+    return request_type() in AGENT_REQUESTS
 
 
 def new_message_chars() -> int:
@@ -158,7 +165,7 @@ message_limit = limiter.limit(
 
 
 def check_supported() -> None:
-    kind = protocol_request().get("type")
+    kind = request_type()
     if kind in UNSUPPORTED_REQUESTS:
         raise invalid_request(
             [{"field": "type", "message": f"{kind} is not supported by this server."}],
@@ -198,7 +205,7 @@ def chatkit():
             "The body is not a ChatKit protocol request.",
         ) from None
     except SdkRefused as refused:
-        if protocol_request().get("type") not in THREAD_STATE_REQUESTS:
+        if request_type() not in THREAD_STATE_REQUESTS:
             raise refused.error from None  # a fault of ours: a 500, its traceback logged
         raise invalid_request(
             [{"field": "params", "message": str(refused)}],
