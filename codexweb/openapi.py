@@ -6,7 +6,7 @@ and the error answer (their own 422 shape), and codexweb already has one place f
 (`bodies.parse_body`, `errors.py`'s problem+json). Here the views stay as they are; this
 module only describes them:
 
-- `OPERATIONS` describes each endpoint of CONTRACT §3–§4 (and the operator endpoints) by
+- `OPERATIONS` describes each endpoint of CONTRACT §3–§4b (and the operator endpoints) by
   method and contract path: its body model (the very model `parse_body` validates with), its
   query parameters, its success answer and the problems it can answer with.
 - The document lists an operation only when the application really routes it: an endpoint
@@ -219,9 +219,38 @@ class DeleteAccountBody(_Body):
     password: str
 
 
+def _supported_request_types(schema: dict[str, Any]) -> None:
+    # When the document is built, not at import: the SDK takes seconds to load.
+    from .runtime.views import supported_request_types
+
+    schema["properties"]["type"]["enum"] = supported_request_types()
+
+
+class ChatKitRequest(BaseModel):
+    """A request of the ChatKit server protocol (CONTRACT.md §4b), as the ChatKit web
+    component and the `openai-chatkit` SDK send it. The SDK validates the whole request; this
+    describes its envelope, and lists the request types the installed SDK has and this
+    server answers."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra=_supported_request_types,
+    )
+
+    type: str = Field(
+        description="`threads.create` and `threads.add_user_message` carry a new message and "
+        "answer with a stream of events, as do the other requests that run the agent; the "
+        "rest answer JSON. Attachments, transcription and custom actions are refused (422).",
+        examples=["threads.list"],
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
 # Operations ------------------------------------------------------------------------------
 
-Auth = Literal["none", "optional", "user", "verified"]
+# "chatkit": a ChatKit token from `GET /api/codex/chatkit/token`, never an access token.
+Auth = Literal["none", "optional", "user", "verified", "chatkit"]
 
 PROBLEM_MODELS: dict[int, type[Problem]] = {422: InvalidRequest, 429: RateLimited}
 PROBLEM_TEXT = {
@@ -258,6 +287,8 @@ class Operation:
     problem_models: dict[int, type[Problem]] = field(default_factory=dict)
     body_optional: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    # The success answer's media types, when it is not one JSON model.
+    content: dict[str, Any] = field(default_factory=dict)
 
 
 LIMIT = Query("limit", {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX})
@@ -464,6 +495,29 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         auth="none",
         problem_models={503: Readiness},
     ),
+    # The ChatKit runtime (CONTRACT.md §4b)
+    ("POST", "/chatkit"): Operation(
+        "The conversation: a ChatKit protocol request, answered as JSON or as a stream",
+        "chatkit",
+        200,
+        body=ChatKitRequest,
+        auth="chatkit",
+        problems=(*BODY_PROBLEMS, 404),
+        content={
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {"data": [], "has_more": False, "after": None},
+            },
+            "text/event-stream": {
+                "schema": {
+                    "type": "string",
+                    "description": "Server-Sent Events, each `data: {json}`: "
+                    "`thread.created`, `thread.item.added`, `thread.item.updated` (text "
+                    "deltas), `thread.item.done`, `error`, …",
+                },
+            },
+        },
+    ),
 }
 
 # Every operation that reads the database may answer 503 while it is out of reach; every
@@ -473,6 +527,7 @@ _AUTH_PROBLEMS: dict[str, tuple[int, ...]] = {
     "optional": (),
     "user": (401,),
     "verified": (401, 403, 429),
+    "chatkit": (401, 429),
 }
 
 
@@ -514,6 +569,8 @@ def _responses(operation: Operation) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": operation.summary}
     if operation.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(operation.response)}}
+    if operation.content:
+        ok["content"] = operation.content
     if operation.headers:
         ok["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}
@@ -548,6 +605,8 @@ def _security(auth: Auth) -> list[dict[str, list]]:
     schemes: list[dict[str, list]] = [{"bearer": []}, {"browser": []}]
     if auth == "none":
         return []
+    if auth == "chatkit":
+        return [{"chatkit": []}]
     if auth == "optional":
         return [*schemes, {}]
     return schemes
@@ -621,10 +680,11 @@ def build_document(app: Flask) -> dict[str, Any]:
         "info": {
             "title": "codexweb",
             "version": _version(),
-            "description": "Accounts, Codex sessions and ChatKit tokens. Errors are RFC 9457 "
-            "problem+json. Authenticate with `Authorization: Bearer <access_token>` from "
-            "`POST /api/auth/login`, or the browser's login cookie (with `X-CSRFToken` on "
-            "unsafe methods).",
+            "description": "Accounts, Codex sessions, ChatKit tokens and the conversation "
+            "itself (`POST /chatkit`). Errors are RFC 9457 problem+json. Authenticate with "
+            "`Authorization: Bearer <access_token>` from `POST /api/auth/login`, or the "
+            "browser's login cookie (with `X-CSRFToken` on unsafe methods); `POST /chatkit` "
+            "takes a ChatKit token instead.",
         },
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
@@ -633,6 +693,13 @@ def build_document(app: Flask) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "browser": {"type": "apiKey", "in": "cookie", "name": "session"},
+                "chatkit": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A ChatKit token from `GET /api/codex/chatkit/token`, "
+                    "for `POST /chatkit` only",
+                },
             },
         },
     }

@@ -1,7 +1,9 @@
 """Schema fuzzing (issue 15): schemathesis against a running gunicorn instance, with a
 verified user's Bearer token, every documented operation, checks not_a_server_error,
 status_code_conformance, content_type_conformance and response_schema_conformance; at least
-5,000 requests, 0 failures.
+5,000 requests, 0 failures. `POST /chatkit` is fuzzed twice: with the access token (its
+401), then with a ChatKit token of the fuzzer's own session, so random protocol requests reach
+the runtime and the SDK's validation.
 
 It runs in its own CI step (`.ci/run`: `CODEXWEB_FUZZ=1 pytest -m fuzz`), once, on PostgreSQL,
 and takes four to seven minutes on two busy cores; `make test` skips it. The instance's rate limits
@@ -16,6 +18,7 @@ import os
 import subprocess
 import urllib.request
 
+import httpx
 import pytest
 
 from tests.servers import VENV_BIN, serve_gunicorn
@@ -52,11 +55,49 @@ def served_requests(metrics_text: str) -> float:
     )
 
 
+def fuzz(server, tmp_path, name: str, token: str, *selection: str) -> str:
+    """One schemathesis run against the server's document; its output, or a failed test."""
+    report = tmp_path / name
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "schemathesis"),
+            "run",
+            f"{server.url}/api/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            ",".join(CHECKS),
+            "--max-examples",
+            str(EXAMPLES_PER_OPERATION),
+            # One worker: in parallel threads, CPython 3.11's ast.parse (which hypothesis
+            # calls to describe filters) fails with "AST constructor recursion depth
+            # mismatch".
+            "--workers",
+            "1",
+            *selection,
+            # Nothing written into the repository: each CI run starts fresh.
+            "--generation-database",
+            ":memory:",
+            "--report-dir",
+            str(report),
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    print(result.stdout[-4000:])
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
+    return result.stdout
+
+
 def test_schemathesis_finds_nothing(tmp_path, postgres_database):
     env = {
         "CODEXWEB_DATABASE_URL": postgres_database,
         "CODEXWEB_METRICS_ENABLED": "true",
         "GUNICORN_ACCESSLOG": "/dev/null",
+        "CODEXWEB_CHATKIT_MESSAGES_PER_MINUTE": "1000000",
         **{
             f"CODEXWEB_RATELIMIT_{name}": HIGH
             for name in (
@@ -73,43 +114,24 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
     }
     with serve_gunicorn(tmp_path, workers=2, env=env) as server:
         token = verified_user_token(server, "fuzzer@example.com")
-        result = subprocess.run(
-            [
-                str(VENV_BIN / "schemathesis"),
-                "run",
-                f"{server.url}/api/openapi.json",
-                "--header",
-                f"Authorization: Bearer {token}",
-                "--checks",
-                ",".join(CHECKS),
-                "--max-examples",
-                str(EXAMPLES_PER_OPERATION),
-                # One worker: in parallel threads, CPython 3.11's ast.parse (which hypothesis
-                # calls to describe filters) fails with "AST constructor recursion depth
-                # mismatch".
-                "--workers",
-                "1",
-                "--exclude-path",
-                "/api/auth/logout",
-                "--exclude-path-regex",
-                r"^/api/auth/logins/\{",
-                # Nothing written into the repository: each CI run starts fresh.
-                "--generation-database",
-                ":memory:",
-                "--report-dir",
-                str(tmp_path / "schemathesis"),
-                "--no-color",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=900,
+        # The API with the access token (so `POST /chatkit` meets its 401 here).
+        fuzz(
+            server,
+            tmp_path,
+            "api",
+            token,
+            "--exclude-path",
+            "/api/auth/logout",
+            "--exclude-path-regex",
+            r"^/api/auth/logins/\{",
         )
+        # Then the conversation with a ChatKit token of the fuzzer's own session (the demo
+        # agent answers), minted now: the first run outlasts a token's ten minutes.
+        chatkit = chatkit_token(server, token)
+        fuzz(server, tmp_path, "chatkit", chatkit, "--include-path", "/chatkit")
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as response:
             metrics = response.read().decode()
         log = server.log()
-    print(result.stdout[-4000:])
-    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
     served = served_requests(metrics)
     print(f"requests served to the fuzzer (and probes): {served:.0f}")
     assert served >= MIN_REQUESTS
@@ -122,4 +144,27 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
         status="201",
     )
     assert created > 0
+    # And its ChatKit token was taken: the runtime answered, not only refused.
+    answered = scrape_value(
+        metrics, "codexweb_http_requests_total", route="/chatkit", method="POST", status="200"
+    )
+    assert answered > 0
     assert "Traceback" not in log
+
+
+def chatkit_token(server, access_token: str) -> str:
+    bearer = {"Authorization": f"Bearer {access_token}"}
+    # The fuzzer may have left this session active: 409 names it.
+    session = httpx.post(
+        server.url + "/api/codex/sessions",
+        json={"placement": "dashboard", "agent_id": "agent_123"},
+        headers=bearer,
+    )
+    assert session.status_code in (201, 409), session.text
+    minted = httpx.get(
+        server.url + "/api/codex/chatkit/token",
+        params={"session_id": session.json()["session_id"]},
+        headers=bearer,
+    )
+    assert minted.status_code == 200, minted.text
+    return minted.json()["token"]

@@ -26,6 +26,7 @@ CONTRACT_ROUTES_TODAY = {
     ("post", "/api/codex/events"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/readyz"),
+    ("post", "/chatkit"),
 }
 
 
@@ -46,7 +47,7 @@ def test_every_documented_operation_is_a_route_and_every_json_route_is_documente
     document = client.get("/api/openapi.json").get_json()
     routed = set()
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith(("/api/auth", "/api/codex", "/.well-known")):
+        if rule.rule.startswith(("/api/auth", "/api/codex", "/.well-known", "/chatkit")):
             path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
             routed |= {(m.lower(), path) for m in rule.methods - {"HEAD", "OPTIONS"}}
     api = {(m, p) for m, p in documented(document) if p not in ("/healthz", "/readyz")}
@@ -68,6 +69,37 @@ def test_shapes_come_from_the_models_the_views_validate_with(client):
     token = document["paths"]["/api/codex/chatkit/token"]["get"]
     assert token["security"] == [{"bearer": []}, {"browser": []}]
     assert {"401", "403", "404", "422", "429", "503"} <= set(token["responses"])
+
+
+def test_chatkit_is_documented_with_its_own_token_and_both_answers(client):
+    """CONTRACT §4b: `POST /chatkit` is a JSON endpoint too. It takes a ChatKit token, not
+    the API's access token or cookie, and answers JSON or a stream of events."""
+    document = client.get("/api/openapi.json").get_json()
+    chatkit = document["paths"]["/chatkit"]["post"]
+    assert chatkit["security"] == [{"chatkit": []}]
+    scheme = document["components"]["securitySchemes"]["chatkit"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    assert set(chatkit["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    body = chatkit["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ChatKitRequest"}
+    request = document["components"]["schemas"]["ChatKitRequest"]
+    assert request["required"] == ["type"]
+    # The types the SDK has, less those this server refuses by name.
+    assert {"threads.create", "threads.add_user_message", "items.feedback"} <= set(
+        request["properties"]["type"]["enum"]
+    )
+    assert "attachments.create" not in request["properties"]["type"]["enum"]
+    assert {"401", "404", "413", "422", "429", "503"} <= set(chatkit["responses"])
+    assert "403" not in chatkit["responses"]  # no verified gate, no CSRF: the token is all
+
+    # What the document promises for a refused caller is what the endpoint answers.
+    refused = client.post("/chatkit", json={"type": "threads.list", "params": {}})
+    assert refused.status_code == 401
+    assert refused.mimetype == "application/problem+json"
+    promised = chatkit["responses"]["401"]["content"]["application/problem+json"]["schema"]
+    assert promised == {"$ref": "#/components/schemas/Problem"}
+    required = document["components"]["schemas"]["Problem"]["required"]
+    assert set(required) <= set(refused.get_json())
 
 
 def test_the_account_endpoints_are_documented_with_their_bodies(app_factory):

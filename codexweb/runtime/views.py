@@ -55,6 +55,18 @@ UNSUPPORTED_REQUESTS = frozenset(
 )
 
 
+def supported_request_types() -> list[str]:
+    """The protocol's request types this server answers: the SDK's own, less the unsupported
+    (for the OpenAPI document). Read from the SDK, which loads slowly: call it lazily."""
+    from typing import get_args
+
+    from chatkit.types import ChatKitReq
+
+    requests = get_args(get_args(ChatKitReq)[0])
+    kinds = {get_args(model.model_fields["type"].annotation)[0] for model in requests}
+    return sorted(kinds - UNSUPPORTED_REQUESTS)
+
+
 # Who is calling --------------------------------------------------------------------------
 
 
