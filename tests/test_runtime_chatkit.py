@@ -817,6 +817,33 @@ def test_protocol_features_this_server_lacks_are_refused_by_name(client, token, 
     assert stored(app) == (0, 0)
 
 
+def test_a_message_with_attachments_is_refused_before_anything_is_stored(client, token, app):
+    """This server keeps no attachments. Before, `threads.create` stored its thread, streamed
+    `thread.created`, then broke on the unknown attachment, leaving an empty thread."""
+    with_attachment = create_request("look at this")
+    with_attachment["params"]["input"]["attachments"] = ["atc_unknown"]
+    refused = problem(post(client, token, with_attachment), 422, "invalid_request")
+    assert refused["errors"] == [
+        {"field": "params.input.attachments", "message": "Not supported by this server."}
+    ]
+    assert stored(app) == (0, 0)
+
+    thread_id = stream(client, token, create_request("hello"))[0]["thread"]["id"]
+    before = stored(app)
+    follow_up = add_message_request(thread_id, "and this")
+    follow_up["params"]["input"]["attachments"] = ["atc_unknown"]
+    problem(post(client, token, follow_up), 422, "invalid_request")
+    assert stored(app) == before
+
+
+def test_an_unknown_thread_is_a_404_with_no_traceback_logged(client, token, caplog):
+    """The SDK logs a stream's every exception with its traceback; an unknown thread is the
+    caller's mistake, answered 404, and leaves no traceback for an operator to chase."""
+    with caplog.at_level(logging.INFO):
+        problem(post(client, token, add_message_request("thr_unknown", "hello?")), 404, "not_found")
+    assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+
+
 def test_a_fault_of_ours_stays_a_500_with_its_request_id(client, token, monkeypatch):
     """Only the SDK's "not in this thread's state" refusals become 422: a ValueError anywhere
     else is a bug, answered as one (and logged with its traceback), not passed off as the

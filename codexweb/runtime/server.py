@@ -53,6 +53,19 @@ def message_text(item: UserMessageItem | None) -> str:
     return "".join(getattr(part, "text", "") for part in item.content)
 
 
+class _UnknownObjectsAreAnswered(logging.Filter):
+    """The SDK logs every exception of a stream with its traceback before re-raising it, a
+    client's unknown thread or item too. That is not a fault: the view answers it with 404,
+    or, once the stream has started, an `error` event logged as `chatkit.stream.broken`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, NotFoundError)
+
+
+logging.getLogger("chatkit").addFilter(_UnknownObjectsAreAnswered())
+
+
 # The SDK's `process` builds this adapter (the schema of every request type) on each call:
 # ~60 % of a /chatkit request's CPU in a profile. Built once per process instead.
 CHATKIT_REQUEST = TypeAdapter(ChatKitReq)

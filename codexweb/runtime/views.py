@@ -120,13 +120,17 @@ def runs_the_agent() -> bool:
     return request_type() in AGENT_REQUESTS
 
 
+def new_message() -> dict[str, Any]:
+    """The new message of a request that carries one (`params.input`), else {}."""
+    params = protocol_request().get("params") if is_new_message() else None
+    message = params.get("input") if isinstance(params, dict) else None
+    return message if isinstance(message, dict) else {}
+
+
 def new_message_chars() -> int:
     """The characters of the new message the model will read: its text parts and the text it
     quotes (both are stored and sent to the model)."""
-    params = protocol_request().get("params")
-    message = params.get("input") if isinstance(params, dict) else None
-    if not isinstance(message, dict):
-        return 0
+    message = new_message()
     content = message.get("content")
     parts = content if isinstance(content, list) else []
     quoted = message.get("quoted_text")
@@ -185,9 +189,19 @@ def check_supported() -> None:
         )
 
 
+def check_no_attachments() -> None:
+    """This server keeps no attachments (`attachments.create` is refused), so a message that
+    names some is refused here, before the SDK stores its thread, not halfway through."""
+    if new_message().get("attachments"):
+        raise invalid_request(
+            [{"field": "params.input.attachments", "message": "Not supported by this server."}],
+            "This server does not support attachments.",
+        )
+
+
 def check_message_length() -> None:
     maximum = int(current_app.config["CHATKIT_MAX_MESSAGE_CHARS"])
-    if is_new_message() and new_message_chars() > maximum:
+    if new_message_chars() > maximum:
         raise invalid_request(
             [{"field": "params.input", "message": f"At most {maximum} characters."}],
             f"The message is too long: at most {maximum} characters.",
@@ -202,6 +216,7 @@ def check_message_length() -> None:
 def chatkit():
     caller = current_caller()
     check_supported()
+    check_no_attachments()
     check_message_length()
     # The SDKs take seconds to import: only workers that serve /chatkit pay for them (and
     # gunicorn.conf.py warms them up in the background when a worker starts).
