@@ -508,12 +508,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "schema": {"type": "object"},
                 "example": {"data": [], "has_more": False, "after": None},
             },
+            # The schema of each event of the stream, as schemathesis reads it (and OpenAPI
+            # 3.2's `itemSchema` says outright).
             "text/event-stream": {
                 "schema": {
-                    "type": "string",
-                    "description": "Server-Sent Events, each `data: {json}`: "
-                    "`thread.created`, `thread.item.added`, `thread.item.updated` (text "
-                    "deltas), `thread.item.done`, `error`, …",
+                    "type": "object",
+                    "description": "One Server-Sent Event, `data: {json}`: `thread.created`, "
+                    "`thread.item.added`, `thread.item.updated` (text deltas), "
+                    "`thread.item.done`, `error`, …",
+                    "properties": {
+                        "data": {"type": "string", "contentMediaType": "application/json"}
+                    },
+                    "required": ["data"],
                 },
             },
         },

@@ -2,8 +2,8 @@
 verified user's Bearer token, every documented operation, checks not_a_server_error,
 status_code_conformance, content_type_conformance and response_schema_conformance; at least
 5,000 requests, 0 failures. `POST /chatkit` is fuzzed twice: with the access token (its
-401), then with a ChatKit token of the fuzzer's own session, so random protocol requests reach
-the runtime and the SDK's validation.
+401), then with a ChatKit token of the fuzzer's own session and the SDK's full request schema,
+so well-formed protocol requests with random contents reach the runtime.
 
 It runs in its own CI step (`.ci/run`: `CODEXWEB_FUZZ=1 pytest -m fuzz`), once, on PostgreSQL,
 and takes four to seven minutes on two busy cores; `make test` skips it. The instance's rate limits
@@ -14,6 +14,7 @@ are left out: the rest of the run would only meet 401s.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import urllib.request
@@ -55,14 +56,16 @@ def served_requests(metrics_text: str) -> float:
     )
 
 
-def fuzz(server, tmp_path, name: str, token: str, *selection: str) -> str:
-    """One schemathesis run against the server's document; its output, or a failed test."""
+def fuzz(server, tmp_path, name: str, token: str, *selection: str, document: str = "") -> str:
+    """One schemathesis run against the server's document (or `document`, a file); its output,
+    or a failed test."""
     report = tmp_path / name
+    source = [document, "--url", server.url] if document else [f"{server.url}/api/openapi.json"]
     result = subprocess.run(
         [
             str(VENV_BIN / "schemathesis"),
             "run",
-            f"{server.url}/api/openapi.json",
+            *source,
             "--header",
             f"Authorization: Bearer {token}",
             "--checks",
@@ -128,7 +131,8 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
         # Then the conversation with a ChatKit token of the fuzzer's own session (the demo
         # agent answers), minted now: the first run outlasts a token's ten minutes.
         chatkit = chatkit_token(server, token)
-        fuzz(server, tmp_path, "chatkit", chatkit, "--include-path", "/chatkit")
+        protocol = chatkit_protocol_document(server, tmp_path / "chatkit.json")
+        fuzz(server, tmp_path, "chatkit", chatkit, "--include-path", "/chatkit", document=protocol)
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as response:
             metrics = response.read().decode()
         log = server.log()
@@ -150,6 +154,26 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
     )
     assert answered > 0
     assert "Traceback" not in log
+    # Every request the runtime let through was answered whole: none broke off mid-stream
+    # (a message with attachments once did, after storing its thread).
+    assert '"event": "chatkit.stream.broken"' not in log
+
+
+def chatkit_protocol_document(server, path) -> str:
+    """The served document with `POST /chatkit`'s body replaced by the SDK's own schema of
+    every request type. The served one describes the envelope only, so a fuzzer would mostly
+    send requests the SDK refuses at once; with this one it sends well-formed requests with
+    random ids, text and options, which reach the store and the agent."""
+    from chatkit.types import ChatKitReq
+    from pydantic import TypeAdapter
+
+    document = httpx.get(server.url + "/api/openapi.json").json()
+    schema = TypeAdapter(ChatKitReq).json_schema(ref_template="#/components/schemas/{model}")
+    document["components"]["schemas"].update(schema.pop("$defs"), ChatKitProtocolRequest=schema)
+    body = document["paths"]["/chatkit"]["post"]["requestBody"]["content"]["application/json"]
+    body["schema"] = {"$ref": "#/components/schemas/ChatKitProtocolRequest"}
+    path.write_text(json.dumps(document))
+    return str(path)
 
 
 def chatkit_token(server, access_token: str) -> str:

@@ -79,7 +79,9 @@ def test_chatkit_is_documented_with_its_own_token_and_both_answers(client):
     assert chatkit["security"] == [{"chatkit": []}]
     scheme = document["components"]["securitySchemes"]["chatkit"]
     assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
-    assert set(chatkit["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    answers = chatkit["responses"]["200"]["content"]
+    assert set(answers) == {"application/json", "text/event-stream"}
+    assert answers["text/event-stream"]["schema"]["required"] == ["data"]  # each event's
     body = chatkit["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ChatKitRequest"}
     request = document["components"]["schemas"]["ChatKitRequest"]
