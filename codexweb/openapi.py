@@ -243,7 +243,7 @@ class ChatKitRequest(BaseModel):
         "rest answer JSON. Attachments, transcription and custom actions are refused (422).",
         examples=["threads.list"],
     )
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any]
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -255,9 +255,11 @@ Auth = Literal["none", "optional", "user", "verified", "chatkit"]
 PROBLEM_MODELS: dict[int, type[Problem]] = {422: InvalidRequest, 429: RateLimited}
 PROBLEM_TEXT = {
     400: "Bad request (e.g. a value that cannot be stored)",
-    401: "`authentication_required` (or `invalid_credentials` where noted)",
+    401: "`authentication_required` (or `invalid_credentials` where noted; `token_invalid` "
+    "for a ChatKit token that is bad, expired or outlived its session or login)",
     403: "`email_not_verified`, or `csrf_failed` for a cookie request without its token",
-    404: "Not found (`session_not_found`): someone else's is never a 403",
+    404: "Not found (`session_not_found`; `not_found` for a ChatKit thread or item): "
+    "someone else's is never a 403",
     409: "Conflict",
     413: "Request body too large",
     422: "`invalid_request`, with `errors: [{field, message}]`",
@@ -506,7 +508,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         content={
             "application/json": {
                 "schema": {"type": "object"},
-                "example": {"data": [], "has_more": False, "after": None},
+                "example": {"data": [], "has_more": False},
             },
             # The schema of each event of the stream, as schemathesis reads it (and OpenAPI
             # 3.2's `itemSchema` says outright).

@@ -22,6 +22,7 @@ import urllib.request
 import httpx
 import pytest
 
+from codexweb.runtime.views import UNSUPPORTED_REQUESTS
 from tests.servers import VENV_BIN, serve_gunicorn
 from tests.test_codex_race import verified_user_token
 from tests.test_ops_metrics import scrape_value
@@ -30,7 +31,7 @@ from tests.test_ops_metrics import scrape_value
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.fuzz,
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(1500),
     pytest.mark.skipif(
         os.environ.get("CODEXWEB_FUZZ") != "1",
         reason="schema fuzzing runs in its own CI step: CODEXWEB_FUZZ=1 pytest -m fuzz",
@@ -88,7 +89,7 @@ def fuzz(server, tmp_path, name: str, token: str, *selection: str, document: str
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
     print(result.stdout[-4000:])
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
@@ -148,11 +149,13 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
         status="201",
     )
     assert created > 0
-    # And its ChatKit token was taken: the runtime answered, not only refused.
+    # And its ChatKit token was taken: the runtime answered, and the agent replied, so the
+    # fuzzer's messages went the whole way.
     answered = scrape_value(
         metrics, "codexweb_http_requests_total", route="/chatkit", method="POST", status="200"
     )
     assert answered > 0
+    assert '"event": "chatkit.response.completed"' in log
     assert "Traceback" not in log
     # Every request the runtime let through was answered whole: none broke off mid-stream
     # (a message with attachments once did, after storing its thread).
@@ -161,15 +164,24 @@ def test_schemathesis_finds_nothing(tmp_path, postgres_database):
 
 def chatkit_protocol_document(server, path) -> str:
     """The served document with `POST /chatkit`'s body replaced by the SDK's own schema of
-    every request type. The served one describes the envelope only, so a fuzzer would mostly
-    send requests the SDK refuses at once; with this one it sends well-formed requests with
-    random ids, text and options, which reach the store and the agent."""
+    every request type this server answers. The served one describes the envelope only, so a
+    fuzzer would mostly send requests the SDK refuses at once; with this one it sends
+    well-formed requests with random ids, text and options, which reach the store and the
+    agent. `type` is made required: the SDK's schema gives it a default, and a body without
+    it is refused before it gets anywhere."""
     from chatkit.types import ChatKitReq
     from pydantic import TypeAdapter
 
     document = httpx.get(server.url + "/api/openapi.json").json()
     schema = TypeAdapter(ChatKitReq).json_schema(ref_template="#/components/schemas/{model}")
-    document["components"]["schemas"].update(schema.pop("$defs"), ChatKitProtocolRequest=schema)
+    variants = schema["discriminator"]["mapping"]
+    for refused in UNSUPPORTED_REQUESTS:
+        del variants[refused]
+    schema["oneOf"] = [{"$ref": ref} for ref in variants.values()]
+    defs = schema.pop("$defs")
+    for ref in variants.values():
+        defs[ref.rsplit("/", 1)[1]].setdefault("required", []).append("type")
+    document["components"]["schemas"].update(defs, ChatKitProtocolRequest=schema)
     body = document["paths"]["/chatkit"]["post"]["requestBody"]["content"]["application/json"]
     body["schema"] = {"$ref": "#/components/schemas/ChatKitProtocolRequest"}
     path.write_text(json.dumps(document))

@@ -85,7 +85,7 @@ def test_chatkit_is_documented_with_its_own_token_and_both_answers(client):
     body = chatkit["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ChatKitRequest"}
     request = document["components"]["schemas"]["ChatKitRequest"]
-    assert request["required"] == ["type"]
+    assert request["required"] == ["type", "params"]
     # The types the SDK has, less those this server refuses by name.
     assert {"threads.create", "threads.add_user_message", "items.feedback"} <= set(
         request["properties"]["type"]["enum"]

@@ -18,6 +18,7 @@ from datetime import datetime
 
 import pytest
 from agents import Runner
+from chatkit.store import NotFoundError
 from chatkit.types import SDKHiddenContextItem
 from joserfc import jwt
 from sqlalchemy import func, select
@@ -842,6 +843,21 @@ def test_an_unknown_thread_is_a_404_with_no_traceback_logged(client, token, capl
     with caplog.at_level(logging.INFO):
         problem(post(client, token, add_message_request("thr_unknown", "hello?")), 404, "not_found")
     assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+
+
+def test_the_sdks_other_records_of_an_unknown_object_stay(caplog):
+    """Only the record of a stream the unknown object ended is dropped; the SDK also logs
+    a `NotFoundError` it turns into an `error` event itself, inside a reply: ours to see."""
+    sdk = logging.getLogger("chatkit")
+    with caplog.at_level(logging.INFO):
+        for logged in ("Error while generating streamed response", None):
+            try:
+                raise NotFoundError("Item msg_1 not found")
+            except NotFoundError as error:
+                sdk.exception(logged or error)
+    assert [r.getMessage() for r in caplog.records if r.name == "chatkit"] == [
+        "Item msg_1 not found"
+    ]
 
 
 def test_a_fault_of_ours_stays_a_500_with_its_request_id(client, token, monkeypatch):

@@ -54,13 +54,18 @@ def message_text(item: UserMessageItem | None) -> str:
 
 
 class _UnknownObjectsAreAnswered(logging.Filter):
-    """The SDK logs every exception of a stream with its traceback before re-raising it, a
-    client's unknown thread or item too. That is not a fault: the view answers it with 404,
-    or, once the stream has started, an `error` event logged as `chatkit.stream.broken`."""
+    """The SDK logs every exception that ends a stream with its traceback before re-raising
+    it, a client's unknown thread or item too. That one is answered by the view: 404, or,
+    once the stream has started, an `error` event logged as `chatkit.stream.broken`. Only
+    that record is dropped: a `NotFoundError` the SDK catches and turns into an `error`
+    event itself (a store call of its own inside a reply) is ours to see, and stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, NotFoundError)
+        return not (
+            isinstance(error, NotFoundError)
+            and record.msg == "Error while generating streamed response"
+        )
 
 
 logging.getLogger("chatkit").addFilter(_UnknownObjectsAreAnswered())
